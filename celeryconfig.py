@@ -1,0 +1,68 @@
+"""The one place Celery is configured (Celery's own lowercase setting names).
+
+Values that depend on the deployment come from Django settings, which read
+the environment (``REDIS_URL``, ``NOTIFLOW``); nothing else configures Celery.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from delivery.registry import methods
+
+broker_url = settings.REDIS_URL
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Must exceed the longest retry countdown, or Redis redelivers a message that is
+    # only waiting for its ETA and the task runs twice (checked below).
+    "visibility_timeout": 3600,  # seconds
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+# emit_event() must not hang in a request when the broker is down: give up after
+# about a second and leave the event in the outbox for the relay.
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5}
+
+# The chain passes results between tasks in its messages; nothing reads a result backend.
+task_ignore_result = True
+task_serializer = "json"
+accept_content = ["json"]
+
+# At-least-once execution; every task is idempotent (see pipeline.services).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = "events"
+task_queues = [Queue(name) for name in ["events", "digest", *methods.queues()]]
+task_routes = {
+    "notiflow.preferences_check": {"queue": "events"},
+    "notiflow.notifications_persist": {"queue": "events"},
+    "notiflow.deliveries_fan_out": {"queue": "events"},
+    "notiflow.outbox_relay": {"queue": "events"},
+    "notiflow.digest_append": {"queue": "digest"},
+    "notiflow.digests_flush_due": {"queue": "digest"},
+    "notiflow.digest_send": {"queue": "digest"},
+    # notiflow.deliveries_send goes to each method's own queue, chosen at fan-out.
+}
+
+beat_schedule = {
+    "digests-flush-due": {"task": "notiflow.digests_flush_due", "schedule": 60.0},
+    "outbox-relay": {"task": "notiflow.outbox_relay", "schedule": 30.0},
+}
+
+timezone = "UTC"
+enable_utc = True
+
+_longest_countdown = max(float(methods.retry_policy(alias)["BACKOFF_CAP"]) for alias in methods.aliases())
+if broker_transport_options["visibility_timeout"] <= _longest_countdown:
+    raise ImproperlyConfigured(
+        f"broker visibility_timeout ({broker_transport_options['visibility_timeout']} s) must exceed the longest "
+        f"retry countdown ({_longest_countdown} s), or retried tasks are redelivered early and run twice."
+    )

@@ -1,0 +1,97 @@
+"""The delivery method interface.
+
+A delivery method turns a batch of :class:`Message` into one
+:class:`DeliveryResult` each, in order, so that the caller retries only what
+failed (the shape follows kombu's transports and Channels' layers: a small
+base class, resolved from settings by :mod:`delivery.registry`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a message goes to. ``email`` may be empty."""
+
+    id: int
+    username: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One thing to send, JSON-safe and frozen; never a model instance.
+
+    ``template_dir`` is the template folder for rendering (for example
+    ``notiflow/events/critique_created`` or ``notiflow/digest``) and
+    ``context`` the JSON-safe template context. ``delivery_id`` is ``None``
+    for a message that stands for several deliveries (a digest).
+    """
+
+    delivery_id: int | None
+    notification_id: int | None
+    event_type: str
+    category: str
+    recipient: Recipient
+    title: str
+    body: str
+    template_dir: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    cursor: int | None = None
+    #: The notification as the REST API shows it: what a WebSocket push carries.
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # transient: trying again may help
+    FAILED = "failed"  # permanent: trying again will not help
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """The outcome of sending one message. ``retry_after`` is in seconds."""
+
+    outcome: Outcome
+    reason: str = ""
+    retry_after: float | None = None
+
+    @classmethod
+    def sent(cls) -> DeliveryResult:
+        return cls(Outcome.SENT)
+
+    @classmethod
+    def retry(cls, reason: str, *, after: float | None = None) -> DeliveryResult:
+        return cls(Outcome.RETRY, reason, after)
+
+    @classmethod
+    def failed(cls, reason: str) -> DeliveryResult:
+        return cls(Outcome.FAILED, reason)
+
+
+class DeliveryMethod:
+    """Base class of delivery methods.
+
+    Subclasses set ``key`` and implement :meth:`send`. ``options`` is the
+    ``OPTIONS`` dict of the method's entry in ``NOTIFLOW["DELIVERY_METHODS"]``.
+    """
+
+    key: ClassVar[str]
+    #: True when a digest frequency may replace immediate sending (email).
+    supports_digest: ClassVar[bool] = False
+
+    def __init__(self, *, alias: str, options: Mapping[str, Any] | None = None) -> None:
+        self.alias = alias
+        self.options: Mapping[str, Any] = dict(options or {})
+
+    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        """Send every message; return one result per message, in order. Must not raise for one message's failure."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Optional: raise ``ImproperlyConfigured`` if the options are unusable."""

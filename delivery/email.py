@@ -1,0 +1,108 @@
+"""The ``email`` delivery method: Django's email framework, templates per event type.
+
+For a message whose ``template_dir`` is ``D`` it renders ``D/email_subject.txt``
+(else ``D/title.txt``), ``D/email_body.txt`` (else ``D/body.txt``) and, when
+present, ``D/body.html`` as the HTML alternative. One SMTP connection serves
+the whole batch.
+
+Failures are classified as RFC 5321 does: a 4xx reply, a refused or dropped
+connection, or a time-out is transient (retry); a 5xx reply, a recipient
+with no address, or a template that does not render is permanent.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template import TemplateDoesNotExist, TemplateSyntaxError
+from django.template.loader import render_to_string, select_template
+
+from delivery.base import DeliveryMethod, DeliveryResult, Message
+
+_TRANSIENT_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, ConnectionError, OSError)
+
+
+def classify_smtp_error(exc: BaseException) -> DeliveryResult:
+    """Map an exception raised while sending to RETRY (transient) or FAILED (permanent)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return DeliveryResult.failed(f"recipient refused: {exc.recipients}")
+        return DeliveryResult.retry(f"recipient deferred: {exc.recipients}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        if 500 <= exc.smtp_code < 600:
+            return DeliveryResult.failed(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+        return DeliveryResult.retry(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return DeliveryResult.retry(f"{type(exc).__name__}: {exc}")
+    return DeliveryResult.failed(f"{type(exc).__name__}: {exc}")
+
+
+class EmailMethod(DeliveryMethod):
+    """Send each message as one multipart email.
+
+    OPTIONS: ``from_email`` (default ``settings.DEFAULT_FROM_EMAIL``),
+    ``backend`` (a Django email backend path; default ``settings.EMAIL_BACKEND``).
+    """
+
+    key = "email"
+    supports_digest = True
+
+    def render(self, message: Message) -> tuple[str, str, str | None]:
+        """``(subject, text, html or None)``; raises Django template errors."""
+        d = message.template_dir
+        context: dict[str, Any] = {**message.context, "title": message.title, "body": message.body}
+        subject = select_template([f"{d}/email_subject.txt", f"{d}/title.txt"]).render(context)
+        text = select_template([f"{d}/email_body.txt", f"{d}/body.txt"]).render(context)
+        try:
+            html: str | None = render_to_string(f"{d}/body.html", context)
+        except TemplateDoesNotExist:
+            html = None
+        return " ".join(subject.split()), text.strip() + "\n", html
+
+    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        results: list[DeliveryResult | None] = [None] * len(batch)
+        emails: list[tuple[int, EmailMultiAlternatives]] = []
+        for i, message in enumerate(batch):
+            if not message.recipient.email:
+                results[i] = DeliveryResult.failed("recipient has no email address")
+                continue
+            try:
+                subject, text, html = self.render(message)
+            except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
+                results[i] = DeliveryResult.failed(f"template error: {exc}")
+                continue
+            email = EmailMultiAlternatives(
+                subject=subject, body=text, from_email=self.options.get("from_email"), to=[message.recipient.email]
+            )
+            if html is not None:
+                email.attach_alternative(html, "text/html")
+            emails.append((i, email))
+
+        if emails:
+            connection = get_connection(self.options.get("backend"), fail_silently=False)
+            try:
+                connection.open()
+            except Exception as exc:  # noqa: BLE001 - classified, never swallowed
+                outcome = classify_smtp_error(exc)
+                for i, _ in emails:
+                    results[i] = outcome
+            else:
+                try:
+                    for i, email in emails:
+                        email.connection = connection
+                        try:
+                            email.send()
+                            results[i] = DeliveryResult.sent()
+                        except Exception as exc:  # noqa: BLE001 - classified per message
+                            results[i] = classify_smtp_error(exc)
+                finally:
+                    try:
+                        connection.close()
+                    except Exception:  # noqa: BLE001, S110 - the messages' results are already known
+                        pass
+        return [r if r is not None else DeliveryResult.failed("not attempted") for r in results]

@@ -1,0 +1,53 @@
+"""The ``websocket`` delivery method: a channel layer ``group_send`` per recipient.
+
+Each notification goes to the recipient's group ``user.<id>`` as a
+``notify.push`` message, which the consumer relays to every socket of that
+user. A Redis channel layer is at-most-once: the database row stays the
+truth, and a reconnecting client is sent what it missed (see the consumer).
+All sends of a batch run concurrently on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
+from django.core.exceptions import ImproperlyConfigured
+
+from delivery.base import DeliveryMethod, DeliveryResult, Message
+
+
+def user_group(user_id: int) -> str:
+    """The Channels group of one user's sockets."""
+    return f"user.{user_id}"
+
+
+class WebSocketMethod(DeliveryMethod):
+    """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``)."""
+
+    key = "websocket"
+
+    def check(self) -> None:
+        if get_channel_layer(self.options.get("layer", "default")) is None:
+            raise ImproperlyConfigured("The websocket delivery method needs CHANNEL_LAYERS configured.")
+
+    async def _send_all(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        layer = get_channel_layer(self.options.get("layer", "default"))
+        assert layer is not None  # checked at start-up
+
+        async def one(message: Message) -> DeliveryResult:
+            try:
+                await layer.group_send(
+                    user_group(message.recipient.id), {"type": "notify.push", "notification": dict(message.payload)}
+                )
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
+            return DeliveryResult.sent()
+
+        return list(await asyncio.gather(*(one(m) for m in batch)))
+
+    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        return async_to_sync(self._send_all)(batch)

@@ -1,0 +1,129 @@
+"""The ``NOTIFLOW`` settings object.
+
+All notiflow settings live in one namespaced dict, ``settings.NOTIFLOW``, read
+through :data:`notiflow_settings`. The pattern is django-rest-framework's
+``api_settings``: defaults, lazy reads, a reload when a test overrides the
+setting, and **unknown keys are rejected** so that a typo fails at start-up
+instead of being silently ignored.
+
+Keys (defaults in :data:`DEFAULTS`):
+
+``EVENT_TYPES``
+    ``{event_type: {...}}``, the event catalogue (see :mod:`pipeline.catalogue`).
+``DELIVERY_METHODS``
+    ``{alias: {"BACKEND": "dotted.path.Class", "OPTIONS": {...}, "QUEUE": str}}``,
+    the delivery method registry (see :mod:`delivery.registry`).
+``MAX_EVENT_DATA_BYTES``
+    Upper bound, in bytes, of an event's ``data`` once encoded as UTF-8 JSON.
+    64 KiB: our own choice, to keep broker messages small (a Redis list entry
+    could hold far more).
+``AUDIENCE_CHUNK_SIZE``
+    Recipients handled per preference-check → persist → fan-out chain.
+``DELIVERY_BATCH_SIZE``
+    Deliveries handed to one delivery task (one ``send()`` call).
+``RECENT_ON_CONNECT``
+    How many unread notifications a WebSocket client receives on connect.
+``JWT``
+    ``{"SECRET": str, "ALGORITHMS": [str], "LEEWAY": seconds, "TTL": seconds,
+    "USER_CLAIM": str}``; HS256 with a shared secret for now.
+``RETRY``
+    ``{"BACKOFF_BASE": seconds, "BACKOFF_CAP": seconds, "MAX_ATTEMPTS": int}``,
+    the default retry policy of every delivery method (an entry in
+    ``DELIVERY_METHODS`` may override it with its own ``"RETRY"``). Full-jitter
+    exponential backoff: attempt *n* waits ``uniform(0, min(CAP, BASE * 2**n))``;
+    the defaults (5 s, 10 min, 8 attempts) spread retries over roughly half an
+    hour, about what hosted notification services do.
+``OUTBOX_RELAY_AFTER``
+    Seconds an event may stay unpublished before the celery beat relay
+    publishes it again (the broker was down when it was emitted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    "EVENT_TYPES": {},
+    "DELIVERY_METHODS": {
+        "email": {"BACKEND": "delivery.email.EmailMethod"},
+        "websocket": {"BACKEND": "delivery.websocket.WebSocketMethod"},
+    },
+    "MAX_EVENT_DATA_BYTES": 64 * 1024,
+    "AUDIENCE_CHUNK_SIZE": 500,
+    "DELIVERY_BATCH_SIZE": 100,
+    "RECENT_ON_CONNECT": 20,
+    "JWT": {
+        "SECRET": "",
+        "ALGORITHMS": ["HS256"],
+        "LEEWAY": 0,
+        "TTL": 3600,
+        "USER_CLAIM": "sub",
+    },
+    "OUTBOX_RELAY_AFTER": 30,
+    "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 8},
+}
+
+_JWT_KEYS = frozenset(DEFAULTS["JWT"])
+
+
+class NotiflowSettings:
+    """Attribute access to ``settings.NOTIFLOW`` merged over :data:`DEFAULTS`.
+
+    Raises :class:`~django.core.exceptions.ImproperlyConfigured` on first
+    access if ``NOTIFLOW`` is not a dict or holds a key notiflow does not know.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if self._cache is None:
+            raw = getattr(settings, "NOTIFLOW", {})
+            if not isinstance(raw, Mapping):
+                raise ImproperlyConfigured("settings.NOTIFLOW must be a dict.")
+            unknown = sorted(set(raw) - set(DEFAULTS))
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in settings.NOTIFLOW: {', '.join(unknown)}. "
+                    f"Known keys: {', '.join(sorted(DEFAULTS))}."
+                )
+            merged = {**DEFAULTS, **raw}
+            jwt = {**DEFAULTS["JWT"], **raw.get("JWT", {})}
+            unknown_jwt = sorted(set(jwt) - _JWT_KEYS)
+            if unknown_jwt:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in settings.NOTIFLOW['JWT']: {', '.join(unknown_jwt)}."
+                )
+            merged["JWT"] = jwt
+            self._cache = merged
+        return self._cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid notiflow setting: {name!r}")
+        return self.user_settings[name]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+notiflow_settings = NotiflowSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "NOTIFLOW":
+        notiflow_settings.reload()
+        from delivery.registry import methods
+        from pipeline.catalogue import catalogue
+
+        catalogue.reload()
+        methods.reload()
+
+
+setting_changed.connect(_reload)

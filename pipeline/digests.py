@@ -1,0 +1,146 @@
+"""Digest windows: batching a recipient's deliveries into one message.
+
+A delivery whose preference is a digest frequency is appended to the
+recipient's open window for that method and frequency. Windows close on the
+hour (hourly), at midnight (daily) or at Monday midnight (weekly), in UTC;
+celery beat (``notiflow.digests_flush_due``, every minute) claims each due
+window and one task sends it as a single message through the delivery method.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.template.loader import get_template
+from django.utils import timezone
+
+from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from pipeline.models import Delivery, DigestEntry, DigestWindow
+from pipeline.services import TEXT_ENGINE, deliveries_pending
+
+PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+DIGEST_TEMPLATE_DIR = "notiflow/digest"
+
+
+def window_closes_at(*, frequency: str, now: datetime) -> datetime:
+    """The end of the window that contains ``now`` (aware, UTC). Raises ``KeyError`` for an unknown frequency."""
+    period = PERIODS[frequency]
+    now = now.astimezone(UTC)
+    start = now.replace(minute=0, second=0, microsecond=0)
+    if frequency != "hourly":
+        start = start.replace(hour=0)
+    if frequency == "weekly":
+        start -= timedelta(days=start.weekday())
+    return start + period
+
+
+def digest_entries_append(*, delivery_ids: list[int]) -> int:
+    """Add each queued digest delivery to its recipient's open window; return how many were added.
+
+    Idempotent: a delivery is in at most one window (unique entry per delivery).
+    """
+    now = timezone.now()
+    added = 0
+    pending = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.QUEUED).exclude(digest="")
+    for delivery_id, user_id, method, frequency in pending.values_list(
+        "pk", "notification__recipient_id", "method", "digest"
+    ):
+        closes_at = window_closes_at(frequency=frequency, now=now)
+        with transaction.atomic():
+            window, _ = DigestWindow.objects.get_or_create(
+                user_id=user_id, method=method, frequency=frequency, closes_at=closes_at
+            )
+            while window.status != DigestWindow.Status.OPEN:  # already flushed: the next window takes it
+                closes_at += PERIODS[frequency]
+                window, _ = DigestWindow.objects.get_or_create(
+                    user_id=user_id, method=method, frequency=frequency, closes_at=closes_at
+                )
+            try:
+                with transaction.atomic():
+                    DigestEntry.objects.create(window=window, delivery_id=delivery_id)
+                added += 1
+            except IntegrityError:
+                pass  # a redelivered task: the entry is there already
+    return added
+
+
+def digests_claim_due(*, as_of: datetime) -> list[int]:
+    """Move every open window that closes at or before ``as_of`` to ``sending``; return their ids.
+
+    The conditional update makes each window claimed by exactly one caller.
+    """
+    claimed = []
+    for pk in DigestWindow.objects.filter(status=DigestWindow.Status.OPEN, closes_at__lte=as_of).values_list(
+        "pk", flat=True
+    ):
+        if DigestWindow.objects.filter(pk=pk, status=DigestWindow.Status.OPEN).update(
+            status=DigestWindow.Status.SENDING
+        ):
+            claimed.append(pk)
+    return claimed
+
+
+def digest_message(*, window: DigestWindow, deliveries: list[Delivery]) -> Message:
+    """One message listing every notification of the window, oldest first."""
+    user = window.user
+    items = [
+        {
+            "id": d.notification.pk,
+            "title": d.notification.title,
+            "body": d.notification.body,
+            "event_type": d.notification.event_type,
+            "created_at": d.notification.created_at.isoformat(),
+        }
+        for d in deliveries
+    ]
+    context = {
+        "frequency": window.frequency,
+        "count": len(items),
+        "items": items,
+        "recipient": {"id": user.pk, "username": user.get_username()},
+    }
+    title = get_template(f"{DIGEST_TEMPLATE_DIR}/title.txt", using=TEXT_ENGINE).render(context).strip()
+    body = get_template(f"{DIGEST_TEMPLATE_DIR}/body.txt", using=TEXT_ENGINE).render(context).strip()
+    return Message(
+        delivery_id=None,
+        notification_id=None,
+        event_type="digest",
+        category="digest",
+        recipient=Recipient(id=user.pk, username=user.get_username(), email=user.email or ""),
+        title=title,
+        body=body,
+        template_dir=DIGEST_TEMPLATE_DIR,
+        context=context,
+    )
+
+
+def digest_window_deliveries(*, window_id: int) -> tuple[DigestWindow, list[Delivery]] | None:
+    """The claimed window and its deliveries still to send, or ``None`` if it is not ``sending``."""
+    window = DigestWindow.objects.select_related("user").get(pk=window_id)
+    if window.status != DigestWindow.Status.SENDING:
+        return None
+    ids = list(window.entries.values_list("delivery_id", flat=True))
+    return window, deliveries_pending(method=window.method, delivery_ids=ids)
+
+
+def digest_record(*, window: DigestWindow, deliveries: list[Delivery], result: DeliveryResult, final: bool) -> None:
+    """Store the outcome of sending a window. ``final``: no retry will follow a transient failure."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = [d.pk for d in deliveries]
+        if result.outcome is Outcome.SENT:
+            Delivery.objects.filter(pk__in=ids).update(
+                status=Delivery.Status.SENT, sent_at=now, last_error="", attempts=F("attempts") + 1
+            )
+            DigestWindow.objects.filter(pk=window.pk).update(status=DigestWindow.Status.SENT, sent_at=now)
+        elif result.outcome is Outcome.RETRY and not final:
+            Delivery.objects.filter(pk__in=ids).update(
+                status=Delivery.Status.RETRYING, last_error=result.reason, attempts=F("attempts") + 1
+            )
+        else:
+            Delivery.objects.filter(pk__in=ids).update(
+                status=Delivery.Status.FAILED, last_error=result.reason, reason="digest failed", attempts=F("attempts") + 1
+            )
+            DigestWindow.objects.filter(pk=window.pk).update(status=DigestWindow.Status.FAILED, last_error=result.reason)

@@ -1,0 +1,222 @@
+"""notiflow's tables: events (the outbox), notifications, deliveries,
+preferences and digest windows.
+
+Idempotency lives here as unique constraints: one notification per
+(event, recipient), one delivery per (notification, method), one digest
+entry per delivery, one digest window per (recipient, frequency, closing time).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Event(models.Model):
+    """A domain fact passed to ``emit_event()``; also the outbox row.
+
+    ``published_at`` is ``None`` until the event has been handed to the
+    broker; celery beat re-publishes events left unpublished (broker outage).
+    ``audience`` is ``{"kind": "users", "user_ids": [int, ...]}``,
+    ``{"kind": "role", "role": str}`` or ``{"kind": "everyone"}``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    event_type = models.CharField(max_length=100, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    audience = models.JSONField()
+    include_actor = models.BooleanField(default=False)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.id}"
+
+
+class Inbox(models.Model):
+    """Per-recipient cursor counter.
+
+    Persisting notifications locks the recipient's row (``SELECT ... FOR
+    UPDATE``), so cursors are handed out and committed in order for each
+    recipient: a client resuming "after cursor N" can never skip a row that
+    commits later with a smaller cursor.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE)
+    last_cursor = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "inboxes"
+
+    def __str__(self) -> str:
+        return f"inbox of {self.user_id} at {self.last_cursor}"
+
+
+class Notification(models.Model):
+    """One in-app notification: one row per recipient per event."""
+
+    class State(models.TextChoices):
+        UNSEEN = "unseen"
+        SEEN = "seen"
+        READ = "read"
+        ARCHIVED = "archived"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="notifications")
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    event_type = models.CharField(max_length=100)
+    category = models.CharField(max_length=100)
+    title = models.CharField(max_length=255)
+    body = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    cursor = models.BigIntegerField(help_text="Per-recipient position, 1, 2, 3, ... in commit order.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.UNSEEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["recipient", "-cursor"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "recipient"], name="notification_once_per_recipient"),
+            models.UniqueConstraint(fields=["recipient", "cursor"], name="notification_cursor_unique"),
+        ]
+        indexes = [models.Index(fields=["recipient", "state"], name="notification_unread_idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.event_type} → {self.recipient_id}"
+
+    @property
+    def is_unread(self) -> bool:
+        return self.state in (self.State.UNSEEN, self.State.SEEN)
+
+
+class Delivery(models.Model):
+    """One notification sent by one delivery method."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENT = "sent"
+        RETRYING = "retrying"
+        FAILED = "failed"
+        DEAD = "dead"
+        SKIPPED = "skipped"
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    method = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    reason = models.CharField(max_length=255, blank=True, help_text="Why it was skipped or failed.")
+    digest = models.CharField(
+        max_length=10, blank=True, help_text="The digest frequency this delivery is batched into; empty: sent at once."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True, help_text="The task sending it now, if any.")
+    claimed_until = models.DateTimeField(null=True, blank=True, help_text="When that claim lapses.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "method"], name="delivery_once_per_method"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} for #{self.notification_id}: {self.status}"
+
+
+class Preference(models.Model):
+    """A recipient's choice for one category or one event type and one method.
+
+    An event-type preference beats a category preference, which beats the
+    catalogue's default (on). A digest frequency is valid only for a method
+    that can be digested (email).
+    """
+
+    class Setting(models.TextChoices):
+        ON = "on"
+        OFF = "off"
+        HOURLY = "hourly"
+        DAILY = "daily"
+        WEEKLY = "weekly"
+
+    DIGEST_SETTINGS = (Setting.HOURLY, Setting.DAILY, Setting.WEEKLY)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences")
+    category = models.CharField(max_length=100, blank=True)
+    event_type = models.CharField(max_length=100, blank=True)
+    method = models.CharField(max_length=50)
+    setting = models.CharField(max_length=10, choices=Setting.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(category="") & ~Q(event_type="")) | (~Q(category="") & Q(event_type="")),
+                name="preference_category_xor_event_type",
+            ),
+            models.UniqueConstraint(fields=["user", "category", "event_type", "method"], name="preference_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.category or self.event_type} {self.method}={self.setting}"
+
+
+class DigestWindow(models.Model):
+    """A recipient's digest for one method, frequency and closing time.
+
+    ``open`` collects entries; celery beat claims a due window (``sending``)
+    so that only one task sends it; then ``sent`` or ``failed``.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        SENDING = "sending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="digest_windows")
+    method = models.CharField(max_length=50, default="email")
+    frequency = models.CharField(max_length=10)
+    closes_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "method", "frequency", "closes_at"], name="digest_window_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.frequency} digest of {self.user_id} closing {self.closes_at:%Y-%m-%d %H:%M}"
+
+
+class DigestEntry(models.Model):
+    """One delivery batched into a digest window."""
+
+    window = models.ForeignKey(DigestWindow, on_delete=models.CASCADE, related_name="entries")
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="digest_entry")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "digest entries"
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery_id} in window {self.window_id}"

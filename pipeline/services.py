@@ -1,0 +1,241 @@
+"""Writes: persisting notifications and deliveries, recording delivery
+results, and read state. Celery tasks and views call these; they hold the logic.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.template.loader import get_template
+from django.utils import timezone
+
+from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from pipeline.catalogue import catalogue
+from pipeline.models import Delivery, Event, Inbox, Notification
+from pipeline.preferences import Decision
+from pipeline.selectors import notification_payload
+
+TEXT_ENGINE = "notiflow_text"  # the template engine with autoescape off, for .txt templates
+
+
+def event_context(*, event: Event, recipient: Any) -> dict[str, Any]:
+    """The JSON-safe template context of one event for one recipient."""
+    actor = event.actor
+    return {
+        "event_id": str(event.id),
+        "event_type": event.event_type,
+        "data": event.data,
+        "actor": {"id": actor.pk, "username": actor.get_username()} if actor else None,
+        "recipient": {"id": recipient.pk, "username": recipient.get_username()},
+        "target": {"type": event.target_type, "id": event.target_id} if event.target_type else None,
+    }
+
+
+def _render(template_name: str, context: Mapping[str, Any]) -> str:
+    return get_template(template_name, using=TEXT_ENGINE).render(dict(context)).strip()
+
+
+def notifications_persist(*, event_id: uuid.UUID | str, plan: Mapping[int, Mapping[str, Decision]]) -> dict[str, Any]:
+    """Store one notification per planned recipient and one delivery per method.
+
+    ``plan`` is ``{user_id: {method: Decision}}`` from
+    :func:`pipeline.preferences.preferences_resolve`. Idempotent: recipients
+    who already have a notification for the event are not stored again, and
+    the deliveries returned include theirs, so a redelivered task after a
+    crash completes the fan-out without doubling anything.
+
+    Returns ``{"send": {method: [delivery_id, ...]}, "digest": [delivery_id, ...]}``,
+    the deliveries still to be sent at once or batched into a digest.
+    Raises Django template errors if the event's title/body cannot render.
+    """
+    event = Event.objects.select_related("actor").get(pk=event_id)
+    spec = catalogue.get(event.event_type)
+    user_ids = sorted(int(uid) for uid in plan)
+    users = get_user_model().objects.in_bulk(user_ids)
+
+    with transaction.atomic():
+        Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in user_ids], ignore_conflicts=True)
+        # Lock the recipients' inboxes in id order (no deadlock between two chains):
+        # cursors are then assigned and committed in order for each recipient.
+        inboxes = {i.user_id: i for i in Inbox.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")}
+        done = set(
+            Notification.objects.filter(event=event, recipient_id__in=user_ids).values_list("recipient_id", flat=True)
+        )
+        new: list[Notification] = []
+        for uid in user_ids:
+            if uid in done or uid not in users:
+                continue
+            context = event_context(event=event, recipient=users[uid])
+            inbox = inboxes[uid]
+            inbox.last_cursor += 1
+            new.append(
+                Notification(
+                    event=event,
+                    recipient_id=uid,
+                    event_type=spec.name,
+                    category=spec.category,
+                    title=_render(spec.template_name("title.txt"), context)[:255],
+                    body=_render(spec.template_name("body.txt"), context),
+                    data=event.data,
+                    cursor=inbox.last_cursor,
+                )
+            )
+        Notification.objects.bulk_create(new)
+        Inbox.objects.bulk_update([inboxes[n.recipient_id] for n in new], ["last_cursor"])
+        deliveries: list[Delivery] = []
+        for notification in new:
+            for method, decision in plan[notification.recipient_id].items():
+                deliveries.append(
+                    Delivery(
+                        notification=notification,
+                        method=method,
+                        status=Delivery.Status.SKIPPED if decision.action == "skip" else Delivery.Status.QUEUED,
+                        reason=decision.reason,
+                        digest=decision.digest,
+                    )
+                )
+        Delivery.objects.bulk_create(deliveries)
+
+    pending = Delivery.objects.filter(
+        notification__event=event, notification__recipient_id__in=user_ids, status=Delivery.Status.QUEUED
+    ).values_list("pk", "method", "digest")
+    send: dict[str, list[int]] = defaultdict(list)
+    digest: list[int] = []
+    for pk, method, frequency in pending.order_by("pk"):
+        (digest if frequency else send[method]).append(pk)
+    return {"send": dict(send), "digest": digest}
+
+
+def delivery_messages(*, deliveries: Iterable[Delivery]) -> list[Message]:
+    """Build the frozen messages for deliveries loaded with
+    ``select_related("notification__recipient", "notification__event__actor")``."""
+    messages = []
+    for delivery in deliveries:
+        n = delivery.notification
+        user = n.recipient
+        spec = catalogue.get(n.event_type)
+        messages.append(
+            Message(
+                delivery_id=delivery.pk,
+                notification_id=n.pk,
+                event_type=n.event_type,
+                category=n.category,
+                recipient=Recipient(id=user.pk, username=user.get_username(), email=user.email or ""),
+                title=n.title,
+                body=n.body,
+                template_dir=f"notiflow/events/{spec.template}",
+                context=event_context(event=n.event, recipient=user),
+                cursor=n.cursor,
+                payload=notification_payload(n),
+            )
+        )
+    return messages
+
+
+def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
+    """The deliveries among ``delivery_ids`` that still need sending by ``method``.
+
+    The status check before every send: a delivery already sent, skipped or
+    failed is never sent again, whatever redelivered task asks for it.
+    """
+    return list(
+        Delivery.objects.filter(
+            pk__in=delivery_ids, method=method, status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING]
+        )
+        .select_related("notification__recipient", "notification__event__actor")
+        .order_by("pk")
+    )
+
+
+def deliveries_claim(
+    *, method: str, delivery_ids: Sequence[int], claimer: str, lease_seconds: float = 600
+) -> list[Delivery]:
+    """Claim the deliveries among ``delivery_ids`` that still need sending by ``method``.
+
+    The status check before every send, made atomic: one conditional UPDATE
+    gives each unsent delivery to one claimer for ``lease_seconds``, so two
+    copies of a task (a redelivery, a replay) never send the same delivery
+    at once. A claim lapses after the lease, and the same ``claimer`` (a
+    redelivered task keeps its id) may take its own claim back at once.
+    """
+    from django.db.models import Q
+
+    now = timezone.now()
+    Delivery.objects.filter(
+        pk__in=delivery_ids, method=method, status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING]
+    ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer)).update(
+        claimed_by=claimer, claimed_until=now + timedelta(seconds=lease_seconds)
+    )
+    return list(
+        Delivery.objects.filter(
+            pk__in=delivery_ids,
+            claimed_by=claimer,
+            status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING],
+        )
+        .select_related("notification__recipient", "notification__event__actor")
+        .order_by("pk")
+    )
+
+
+def retry_countdown(*, attempt: int, base: float, cap: float) -> float:
+    """Seconds before retry number ``attempt`` (1-based): "full jitter" exponential backoff,
+    ``uniform(0, min(cap, base * 2**attempt))``, as in AWS's "Exponential Backoff And Jitter" (2015)."""
+    return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not cryptography
+
+
+def deliveries_record(
+    *, deliveries: Sequence[Delivery], results: Sequence[DeliveryResult], max_attempts: int
+) -> list[int]:
+    """Store each delivery's outcome; return the ids to retry.
+
+    A transient failure within ``max_attempts`` becomes ``retrying``; one past it,
+    or a permanent failure, becomes ``failed`` with the reason.
+    """
+    now = timezone.now()
+    to_retry: list[int] = []
+    with transaction.atomic():
+        for delivery, result in zip(deliveries, results, strict=True):
+            delivery.attempts += 1
+            if result.outcome is Outcome.SENT:
+                delivery.status, delivery.sent_at, delivery.last_error = Delivery.Status.SENT, now, ""
+            elif result.outcome is Outcome.RETRY and delivery.attempts < max_attempts:
+                delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
+                to_retry.append(delivery.pk)
+            else:
+                delivery.status, delivery.last_error = Delivery.Status.FAILED, result.reason
+                delivery.reason = (
+                    f"gave up after {delivery.attempts} attempts" if result.outcome is Outcome.RETRY else "permanent failure"
+                )
+            delivery.claimed_by, delivery.claimed_until = "", None
+        Delivery.objects.bulk_update(
+            list(deliveries),
+            ["attempts", "status", "sent_at", "last_error", "reason", "claimed_by", "claimed_until", "updated_at"],
+        )
+    return to_retry
+
+
+def deliveries_schedule_retry(*, delivery_ids: Sequence[int], countdown: float) -> None:
+    """Record when the next attempt of ``delivery_ids`` is due (``countdown`` seconds from now)."""
+    Delivery.objects.filter(pk__in=delivery_ids).update(next_attempt_at=timezone.now() + timedelta(seconds=countdown))
+
+
+def notification_mark_read(*, user_id: int, notification_id: int) -> bool:
+    """Mark one of ``user_id``'s notifications read; ``False`` if it is not theirs or does not exist."""
+    updated = Notification.objects.filter(
+        pk=notification_id, recipient_id=user_id, state__in=[Notification.State.UNSEEN, Notification.State.SEEN]
+    ).update(state=Notification.State.READ, read_at=timezone.now())
+    return updated > 0 or Notification.objects.filter(pk=notification_id, recipient_id=user_id).exists()
+
+
+def notifications_mark_all_read(*, user_id: int) -> int:
+    """Mark every unread notification of ``user_id`` read; return how many changed."""
+    return Notification.objects.filter(
+        recipient_id=user_id, state__in=[Notification.State.UNSEEN, Notification.State.SEEN]
+    ).update(state=Notification.State.READ, read_at=timezone.now())

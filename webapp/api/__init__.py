@@ -1,0 +1,1 @@
+"""The REST API (DRF): a user's notifications, unread count, mark read."""

@@ -1,0 +1,73 @@
+"""Thin API views over :mod:`pipeline.selectors` and :mod:`pipeline.services`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pipeline.models import Notification
+from pipeline.selectors import notification_payload, notifications_for_user, notifications_unread_count
+from pipeline.services import notification_mark_read, notifications_mark_all_read
+from webapp.tokens import token_issue
+
+
+class NotificationSerializer(serializers.BaseSerializer[Notification]):
+    def to_representation(self, instance: Notification) -> dict[str, Any]:
+        return notification_payload(instance)
+
+
+class NotificationCursorPagination(CursorPagination):
+    """Newest first by the per-recipient cursor; ``?page_size=`` up to 100."""
+
+    ordering = "-cursor"
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class NotificationListView(APIView):
+    """``GET /api/notifications/``: the user's notifications, cursor-paginated, newest first."""
+
+    def get(self, request: Request) -> Response:
+        paginator = NotificationCursorPagination()
+        page = paginator.paginate_queryset(notifications_for_user(user_id=request.user.pk), request, view=self)
+        return paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
+
+
+class UnreadCountView(APIView):
+    """``GET /api/notifications/unread-count/``: ``{"unread_count": int}``."""
+
+    def get(self, request: Request) -> Response:
+        return Response({"unread_count": notifications_unread_count(user_id=request.user.pk)})
+
+
+class MarkReadView(APIView):
+    """``POST /api/notifications/<id>/read/``: 404 unless the notification is the user's."""
+
+    def post(self, request: Request, notification_id: int) -> Response:
+        if not notification_mark_read(user_id=request.user.pk, notification_id=notification_id):
+            return Response({"detail": "Not found."}, status=404)
+        return Response({"unread_count": notifications_unread_count(user_id=request.user.pk)})
+
+
+class MarkAllReadView(APIView):
+    """``POST /api/notifications/read-all/``: ``{"marked": int, "unread_count": 0}``."""
+
+    def post(self, request: Request) -> Response:
+        marked = notifications_mark_all_read(user_id=request.user.pk)
+        return Response({"marked": marked, "unread_count": notifications_unread_count(user_id=request.user.pk)})
+
+
+class TokenView(APIView):
+    """``POST /api/token/`` (session or basic auth): ``{"token": jwt, "expires_in": seconds}``."""
+
+    def post(self, request: Request) -> Response:
+        from pipeline.conf import notiflow_settings
+
+        ttl = int(notiflow_settings.JWT["TTL"])
+        return Response({"token": token_issue(user_id=request.user.pk, ttl=ttl), "expires_in": ttl})

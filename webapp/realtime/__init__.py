@@ -1,0 +1,1 @@
+"""The thin Channels relay: JWT auth middleware, consumers and routing."""

@@ -1,0 +1,1 @@
+"""Settings split: ``base`` (everything, read from the environment), ``dev``, ``test`` and ``prod``."""

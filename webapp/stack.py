@@ -1,0 +1,283 @@
+"""Run notiflow's processes together: Redis, SMTP, ASGI server, worker, beat, Flower.
+
+The processes are the ``Procfile``'s, run by honcho. This module picks free
+loopback ports, lays out a private ``var/`` folder (Redis data, Maildir,
+database), starts honcho, waits until each process answers, and stops
+everything on exit. ``make run``, ``make demo`` and the integration tests
+all use it::
+
+    python -m webapp.stack run     # foreground, prints the URLs, Ctrl-C stops all
+    python -m webapp.stack demo    # plays the demo scenario and exits 0 / 1
+
+With ``REDIS_URL`` set in the environment no private Redis is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import mailbox
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_PROCESSES = ("redis", "smtp", "web", "worker", "beat", "flower")
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` if it is free on 127.0.0.1, else any free port."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+class StackError(RuntimeError):
+    """A process did not start or did not become ready in time."""
+
+
+class Stack:
+    """The processes of the Procfile, under honcho, with their environment.
+
+    ``var_dir`` holds everything the stack writes. ``processes`` names the
+    Procfile entries to run (``redis`` is left out when ``REDIS_URL`` is set).
+    """
+
+    def __init__(
+        self,
+        *,
+        var_dir: Path,
+        processes: Sequence[str] = ALL_PROCESSES,
+        settings_module: str = "webapp.settings.dev",
+        preferred_ports: dict[str, int] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.var_dir = var_dir
+        preferred = preferred_ports or {}
+        external_redis = os.environ.get("REDIS_URL")
+        self.processes = [p for p in processes if not (p == "redis" and external_redis)]
+        self.ports = {name: free_port(preferred.get(name)) for name in ("redis", "smtp", "web", "flower")}
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", settings_module),
+            "VAR_DIR": str(var_dir),
+            "REDIS_DIR": str(var_dir / "redis"),
+            "REDIS_PORT": str(self.ports["redis"]),
+            "REDIS_URL": external_redis or f"redis://127.0.0.1:{self.ports['redis']}/0",
+            "MAIL_DIR": str(var_dir / "mail"),
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": str(self.ports["smtp"]),
+            "WEB_PORT": str(self.ports["web"]),
+            "FLOWER_PORT": str(self.ports["flower"]),
+            "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{var_dir / 'db.sqlite3'}"),
+            **(extra_env or {}),
+        }
+        self._honcho: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- URLs -------------------------------------------------------------
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['web']}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports['web']}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['flower']}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.var_dir / "mail"
+
+    def apply_env(self) -> None:
+        """Export the stack's environment into this process (before Django reads its settings)."""
+        os.environ.update(self.env)
+
+    # -- life cycle -------------------------------------------------------
+    def prepare(self, *, fresh: bool) -> None:
+        """Create ``var_dir`` (emptied first when ``fresh``) with its Redis and Maildir folders."""
+        if fresh and self.var_dir.exists():
+            shutil.rmtree(self.var_dir)
+        for sub in ("redis", "mail/new", "mail/cur", "mail/tmp"):
+            (self.var_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def manage(self, *args: str) -> None:
+        """Run ``manage.py <args>`` with the stack's environment; raise on failure."""
+        subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT, check=True)
+
+    def start(self, *, log_to: Path | None = None, processes: Sequence[str] | None = None) -> None:
+        """Start honcho with ``processes`` (default: the stack's). Output goes to ``log_to`` or this terminal."""
+        if shutil.which("redis-server", path=self.env["PATH"]) is None and "redis" in self.processes:
+            raise StackError("redis-server is not installed: run `make redis` or `apt-get install redis-server`.")
+        names = list(processes or self.processes)
+        if log_to is not None:
+            self._log = open(log_to, "ab")  # noqa: SIM115 - closed in stop()
+        self._honcho = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start", *names],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, *, timeout: float = 90.0, processes: Sequence[str] | None = None) -> None:
+        """Block until every process answers; raise :class:`StackError` naming the ones that do not."""
+        checks: dict[str, Callable[[], bool]] = {
+            "redis": self._redis_ready,
+            "smtp": lambda: _banner(self.ports["smtp"], b"220"),
+            "web": lambda: _http_ok(f"{self.web_url}/healthz"),
+            "worker": self._worker_ready,
+            "beat": lambda: any(self.var_dir.glob("celerybeat-schedule*")),
+            "flower": lambda: _http_ok(f"{self.flower_url}/healthcheck"),
+        }
+        waiting = [p for p in (processes or self.processes) if p in checks]
+        if "redis" not in self.processes and "redis" in waiting:
+            waiting.remove("redis")
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if self._honcho is not None and self._honcho.poll() is not None:
+                raise StackError(f"honcho exited ({self._honcho.returncode}) before {', '.join(waiting)} became ready.")
+            waiting = [p for p in waiting if not _safe(checks[p])]
+            if waiting and time.monotonic() > deadline:
+                raise StackError(f"not ready after {timeout:.0f} s: {', '.join(waiting)}")
+            if waiting:
+                time.sleep(0.2)
+
+    def stop(self, *, timeout: float = 20.0) -> None:
+        """Stop every process: SIGTERM to honcho (it stops its children), SIGKILL after ``timeout`` s."""
+        if self._honcho is not None and self._honcho.poll() is None:
+            os.killpg(self._honcho.pid, signal.SIGTERM)
+            try:
+                self._honcho.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._honcho.pid, signal.SIGKILL)
+                self._honcho.wait()
+        self._honcho = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- checks -----------------------------------------------------------
+    def _redis_ready(self) -> bool:
+        import redis
+
+        return bool(redis.Redis.from_url(self.env["REDIS_URL"], socket_connect_timeout=1).ping())
+
+    def _worker_ready(self) -> bool:
+        from worker import app
+
+        return bool(app.control.ping(timeout=1.0))
+
+    # -- mail -------------------------------------------------------------
+    def emails(self) -> list[EmailMessage]:
+        """Every message the local SMTP server has received, oldest first."""
+        box = mailbox.Maildir(self.mail_dir, factory=None, create=False)
+        found = []
+        for key in box.keys():
+            with box.get_file(key) as f:
+                found.append((box.get_message(key).get_date(), email.message_from_binary_file(f, policy=policy.default)))
+        return [message for _, message in sorted(found, key=lambda pair: pair[0])]
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception:  # noqa: BLE001 - "not ready yet", whatever the reason
+        return False
+
+
+def _banner(port: int, expected: bytes) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        return s.recv(64).startswith(expected)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+        return bool(response.status == 200)
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = Stack(
+        var_dir=ROOT / "var" / "run",
+        preferred_ports={"redis": 6390, "smtp": 1025, "web": 8000, "flower": 5555},
+    )
+    stack.prepare(fresh=False)
+    stack.manage("migrate", "--noinput")
+    stack.manage("gallery_seed")
+    print(
+        f"\nnotiflow is starting:\n"
+        f"  API        {stack.web_url}/api/notifications/   (token: POST {stack.web_url}/api/token/)\n"
+        f"  WebSocket  {stack.ws_url}/ws/notifications/   health: {stack.ws_url}/ws/health/\n"
+        f"  Admin      {stack.web_url}/admin/   (admin / admin; demo users alice, bob, carol, dave: password 'demo')\n"
+        f"  Flower     {stack.flower_url}/\n"
+        f"  SMTP       127.0.0.1:{stack.ports['smtp']} (mail saved under {stack.mail_dir})\n"
+        f"Ctrl-C stops every process.\n",
+        flush=True,
+    )
+    stack.start()
+    assert stack._honcho is not None
+    try:
+        return stack._honcho.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    stack = Stack(var_dir=ROOT / "var" / "demo")
+    stack.prepare(fresh=True)
+    stack.apply_env()
+    stack.manage("migrate", "--noinput", "-v", "0")
+    print("Starting Redis, SMTP, ASGI server, Celery worker, celery beat and Flower ...", flush=True)
+    stack.start(log_to=stack.var_dir / "stack.log")
+    try:
+        import django
+
+        django.setup()
+        stack.wait_ready()
+        from webapp.gallery.scenario import play
+
+        return play(stack)
+    except Exception as exc:
+        print(f"demo failed: {exc}\n(process output: {stack.var_dir / 'stack.log'})", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        print("All processes stopped.", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m webapp.stack", description=__doc__.splitlines()[0] if __doc__ else "")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run every process in the foreground")
+    sub.add_parser("demo", help="play the demo scenario and exit")
+    args = parser.parse_args(argv)
+    handler: dict[str, Callable[[Any], int]] = {"run": _run, "demo": _demo}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
