@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.dev")
 
-from celery import Celery  # noqa: E402
+from celery import Celery
 
 app = Celery("notiflow")
 app.config_from_object("celeryconfig")

@@ -12,6 +12,7 @@ with no address, or a template that does not render is permanent.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 from collections.abc import Sequence
@@ -101,8 +102,7 @@ class EmailMethod(DeliveryMethod):
                         except Exception as exc:  # noqa: BLE001 - classified per message
                             results[i] = classify_smtp_error(exc)
                 finally:
-                    try:
+                    # The messages' results are known already; a failed QUIT changes none of them.
+                    with contextlib.suppress(smtplib.SMTPException, OSError):
                         connection.close()
-                    except Exception:  # noqa: BLE001, S110 - the messages' results are already known
-                        pass
         return [r if r is not None else DeliveryResult.failed("not attempted") for r in results]

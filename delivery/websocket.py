@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from redis.exceptions import RedisError
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
 
 from delivery.base import DeliveryMethod, DeliveryResult, Message
 
@@ -43,7 +43,7 @@ class WebSocketMethod(DeliveryMethod):
                 await layer.group_send(
                     user_group(message.recipient.id), {"type": "notify.push", "notification": dict(message.payload)}
                 )
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
             return DeliveryResult.sent()
 

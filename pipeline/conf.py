@@ -97,9 +97,7 @@ class NotiflowSettings:
             jwt = {**DEFAULTS["JWT"], **raw.get("JWT", {})}
             unknown_jwt = sorted(set(jwt) - _JWT_KEYS)
             if unknown_jwt:
-                raise ImproperlyConfigured(
-                    f"Unknown key(s) in settings.NOTIFLOW['JWT']: {', '.join(unknown_jwt)}."
-                )
+                raise ImproperlyConfigured(f"Unknown key(s) in settings.NOTIFLOW['JWT']: {', '.join(unknown_jwt)}.")
             merged["JWT"] = jwt
             self._cache = merged
         return self._cache

@@ -141,6 +141,11 @@ def digest_record(*, window: DigestWindow, deliveries: list[Delivery], result: D
             )
         else:
             Delivery.objects.filter(pk__in=ids).update(
-                status=Delivery.Status.FAILED, last_error=result.reason, reason="digest failed", attempts=F("attempts") + 1
+                status=Delivery.Status.FAILED,
+                last_error=result.reason,
+                reason="digest failed",
+                attempts=F("attempts") + 1,
             )
-            DigestWindow.objects.filter(pk=window.pk).update(status=DigestWindow.Status.FAILED, last_error=result.reason)
+            DigestWindow.objects.filter(pk=window.pk).update(
+                status=DigestWindow.Status.FAILED, last_error=result.reason
+            )

@@ -157,7 +157,9 @@ class Preference(models.Model):
 
     DIGEST_SETTINGS = (Setting.HOURLY, Setting.DAILY, Setting.WEEKLY)
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
     category = models.CharField(max_length=100, blank=True)
     event_type = models.CharField(max_length=100, blank=True)
     method = models.CharField(max_length=50)

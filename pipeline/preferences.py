@@ -64,9 +64,7 @@ def preferences_resolve(*, event_type: EventType, user_ids: Sequence[int]) -> di
             if setting == Preference.Setting.OFF:
                 per_method[method] = Decision("skip", reason=f"preference: {method} off for {scope}")
             elif (
-                setting in Preference.DIGEST_SETTINGS
-                and event_type.digestible
-                and registry.get(method).supports_digest
+                setting in Preference.DIGEST_SETTINGS and event_type.digestible and registry.get(method).supports_digest
             ):
                 per_method[method] = Decision("digest", digest=setting)
             else:

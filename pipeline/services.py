@@ -211,7 +211,9 @@ def deliveries_record(
             else:
                 delivery.status, delivery.last_error = Delivery.Status.FAILED, result.reason
                 delivery.reason = (
-                    f"gave up after {delivery.attempts} attempts" if result.outcome is Outcome.RETRY else "permanent failure"
+                    f"gave up after {delivery.attempts} attempts"
+                    if result.outcome is Outcome.RETRY
+                    else "permanent failure"
                 )
             delivery.claimed_by, delivery.claimed_until = "", None
         Delivery.objects.bulk_update(

@@ -31,8 +31,10 @@ from pipeline.services import (
     deliveries_record,
     deliveries_schedule_retry,
     delivery_messages,
-    notifications_persist as persist,
     retry_countdown,
+)
+from pipeline.services import (
+    notifications_persist as persist,
 )
 
 
@@ -164,5 +166,7 @@ def digest_send(self: Task, window_id: int) -> int:
 def outbox_relay() -> int:
     """Publish events left in the outbox (the broker was down at emit time); returns how many."""
     cutoff = timezone.now() - timedelta(seconds=notiflow_settings.OUTBOX_RELAY_AFTER)
-    ids = list(Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)[:500])
+    ids = list(
+        Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)[:500]
+    )
     return sum(event_publish(event_id=event_id) for event_id in ids)

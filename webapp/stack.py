@@ -15,7 +15,6 @@ With ``REDIS_URL`` set in the environment no private Redis is started.
 from __future__ import annotations
 
 import argparse
-import email
 import mailbox
 import os
 import shutil
@@ -28,6 +27,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import IO, Any
 
@@ -195,9 +195,9 @@ class Stack:
         """Every message the local SMTP server has received, oldest first."""
         box = mailbox.Maildir(self.mail_dir, factory=None, create=False)
         found = []
-        for key in box.keys():
-            with box.get_file(key) as f:
-                found.append((box.get_message(key).get_date(), email.message_from_binary_file(f, policy=policy.default)))
+        for key in box.iterkeys():
+            raw = box.get_bytes(key)
+            found.append((box.get_message(key).get_date(), BytesParser(policy=policy.default).parsebytes(raw)))
         return [message for _, message in sorted(found, key=lambda pair: pair[0])]
 
 
@@ -261,7 +261,7 @@ def _demo(args: argparse.Namespace) -> int:
         from webapp.gallery.scenario import play
 
         return play(stack)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure ends the demo with its reason and exit 1
         print(f"demo failed: {exc}\n(process output: {stack.var_dir / 'stack.log'})", file=sys.stderr)
         return 1
     finally:
@@ -270,7 +270,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m webapp.stack", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="python -m webapp.stack", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run every process in the foreground")
     sub.add_parser("demo", help="play the demo scenario and exit")

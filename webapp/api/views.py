@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
-from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pipeline.models import Notification
 from pipeline.selectors import notification_payload, notifications_for_user, notifications_unread_count
 from pipeline.services import notification_mark_read, notifications_mark_all_read
 from webapp.tokens import token_issue
 
 
-class NotificationSerializer(serializers.BaseSerializer[Notification]):
-    def to_representation(self, instance: Notification) -> dict[str, Any]:
-        return notification_payload(instance)
+def _user_id(request: Request) -> int:
+    """The authenticated user's id (every view here requires authentication)."""
+    return cast(int, request.user.pk)
 
 
 class NotificationCursorPagination(CursorPagination):
@@ -35,32 +33,32 @@ class NotificationListView(APIView):
 
     def get(self, request: Request) -> Response:
         paginator = NotificationCursorPagination()
-        page = paginator.paginate_queryset(notifications_for_user(user_id=request.user.pk), request, view=self)
-        return paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
+        page = paginator.paginate_queryset(notifications_for_user(user_id=_user_id(request)), request, view=self)
+        return paginator.get_paginated_response([notification_payload(n) for n in page or []])
 
 
 class UnreadCountView(APIView):
     """``GET /api/notifications/unread-count/``: ``{"unread_count": int}``."""
 
     def get(self, request: Request) -> Response:
-        return Response({"unread_count": notifications_unread_count(user_id=request.user.pk)})
+        return Response({"unread_count": notifications_unread_count(user_id=_user_id(request))})
 
 
 class MarkReadView(APIView):
     """``POST /api/notifications/<id>/read/``: 404 unless the notification is the user's."""
 
     def post(self, request: Request, notification_id: int) -> Response:
-        if not notification_mark_read(user_id=request.user.pk, notification_id=notification_id):
+        if not notification_mark_read(user_id=_user_id(request), notification_id=notification_id):
             return Response({"detail": "Not found."}, status=404)
-        return Response({"unread_count": notifications_unread_count(user_id=request.user.pk)})
+        return Response({"unread_count": notifications_unread_count(user_id=_user_id(request))})
 
 
 class MarkAllReadView(APIView):
     """``POST /api/notifications/read-all/``: ``{"marked": int, "unread_count": 0}``."""
 
     def post(self, request: Request) -> Response:
-        marked = notifications_mark_all_read(user_id=request.user.pk)
-        return Response({"marked": marked, "unread_count": notifications_unread_count(user_id=request.user.pk)})
+        marked = notifications_mark_all_read(user_id=_user_id(request))
+        return Response({"marked": marked, "unread_count": notifications_unread_count(user_id=_user_id(request))})
 
 
 class TokenView(APIView):
@@ -70,4 +68,4 @@ class TokenView(APIView):
         from pipeline.conf import notiflow_settings
 
         ttl = int(notiflow_settings.JWT["TTL"])
-        return Response({"token": token_issue(user_id=request.user.pk, ttl=ttl), "expires_in": ttl})
+        return Response({"token": token_issue(user_id=_user_id(request), ttl=ttl), "expires_in": ttl})

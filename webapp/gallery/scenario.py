@@ -51,7 +51,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
 
 def _email_text(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
-    return part.get_content() if part is not None else ""  # type: ignore[attr-defined]
+    return str(part.get_content()) if part is not None else ""
 
 
 def play(stack: Any) -> int:
@@ -177,7 +177,9 @@ def play(stack: Any) -> int:
             m for m in immediate if any(m["To"] == users[u].email for u in step.emails_to) and _matches(step, m)
         ]
         if len(step_emails) != len(step.emails_to):
-            missing.append(f"{step.label}: {len(step_emails)} email(s) to {step.emails_to}, expected {len(step.emails_to)}")
+            missing.append(
+                f"{step.label}: {len(step_emails)} email(s) to {step.emails_to}, expected {len(step.emails_to)}"
+            )
         for n in stored:
             if n.event.actor_id == n.recipient_id:
                 missing.append(f"{step.label}: the actor {n.recipient} was notified of their own action")
@@ -222,7 +224,9 @@ def _matches(step: Step, message: EmailMessage) -> bool:
     return ("critiqued" in subject and "critiques" in step.label) or ("helpful" in subject and "helpful" in step.label)
 
 
-def _print_table(rows: list[tuple[str, int, str, str]], digests: list[EmailMessage], text: str, lat: list[float]) -> None:
+def _print_table(
+    rows: list[tuple[str, int, str, str]], digests: list[EmailMessage], text: str, lat: list[float]
+) -> None:
     widths = [max(len(str(r[i])) for r in [("event", "stored", "pushes", "emails (subject)"), *rows]) for i in range(4)]
     header = ("event", "stored", "pushes", "emails (subject)")
     line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
@@ -236,6 +240,5 @@ def _print_table(rows: list[tuple[str, int, str, str]], digests: list[EmailMessa
             print(f"    {item}")
     if lat:
         print(
-            f"\nemit → push latency over {len(lat)} pushes: "
-            f"p50 {statistics.median(lat):.1f} ms, max {max(lat):.1f} ms"
+            f"\nemit → push latency over {len(lat)} pushes: p50 {statistics.median(lat):.1f} ms, max {max(lat):.1f} ms"
         )

@@ -14,7 +14,7 @@ USERNAMES = ("alice", "bob", "carol", "dave", "erin", "frank")
 MODERATORS = "moderators"
 
 
-def demo_seed(*, password: str = "demo") -> dict[str, Any]:
+def demo_seed(*, password: str = "demo") -> dict[str, Any]:  # noqa: S107 - demo accounts on a dev machine
     """Create the demo world; returns ``{"users": {name: user}, "artworks": {owner name: artwork}}``.
 
     carol is a moderator; bob gets likes by email in an hourly digest; dave

@@ -20,7 +20,7 @@ from django.contrib.auth.models import AnonymousUser
 from webapp.tokens import InvalidToken, token_verify
 
 SUBPROTOCOL = "notiflow"
-TOKEN_PREFIX = "jwt."
+TOKEN_PREFIX = "jwt."  # noqa: S105 - a prefix, not a secret
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -34,24 +34,24 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
 
 
 @database_sync_to_async
-def _active_user(user_id: int) -> Any:
+def _active_user(user_id: int) -> tuple[Any, list[str]]:
+    """The active user and their role names (Django group names), or ``(AnonymousUser, [])``."""
     user = get_user_model().objects.filter(pk=user_id, is_active=True).prefetch_related("groups").first()
     if user is None:
-        return AnonymousUser()
-    user.role_names = sorted(g.name for g in user.groups.all())
-    return user
+        return AnonymousUser(), []
+    return user, sorted(g.name for g in user.groups.all())
 
 
 class JWTAuthMiddleware(BaseMiddleware):
-    """Set ``scope["user"]`` from a JWT, and ``scope["auth_error"]`` when one was offered but refused."""
+    """Set ``scope["user"]`` and ``scope["roles"]`` from a JWT, and ``scope["auth_error"]`` when one was refused."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         scope = dict(scope)
-        scope["user"] = AnonymousUser()
+        scope["user"], scope["roles"] = AnonymousUser(), []
         token = token_from_scope(scope)
         if token:
             try:
-                scope["user"] = await _active_user(token_verify(token))
+                scope["user"], scope["roles"] = await _active_user(token_verify(token))
             except InvalidToken as exc:
                 scope["auth_error"] = str(exc)
         return await super().__call__(scope, receive, send)

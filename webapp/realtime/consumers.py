@@ -48,7 +48,7 @@ def _inbox_summary(user_id: int) -> tuple[int, list[dict[str, Any]]]:
     )
 
 
-class NotificationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class NotificationConsumer(AsyncJsonWebsocketConsumer):
     """Relays a user's pushes; joins ``user.<id>``, ``role.<name>`` for each role, and ``all``."""
 
     groups_joined: list[str]
@@ -61,7 +61,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.groups_joined = [user_group(user.pk), BROADCAST_GROUP] + [
-            role_group(name) for name in getattr(user, "role_names", [])
+            role_group(name) for name in self.scope.get("roles", [])
         ]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -106,7 +106,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "broadcast", "payload": message["payload"]})
 
 
-class HealthConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class HealthConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/health/``: no auth; reports status on connect and answers ``ping`` with ``pong``."""
 
     async def connect(self) -> None:
@@ -121,4 +121,4 @@ class HealthConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
         else:
-            await self.send_json({"type": "error", "code": "unknown_type", "detail": "Send {\"type\": \"ping\"}."})
+            await self.send_json({"type": "error", "code": "unknown_type", "detail": 'Send {"type": "ping"}.'})

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery.signals import after_task_publish
+from django.contrib.auth import get_user_model
+
+from tests.environment import STACK, VAR_DIR
+from webapp.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
+    """Real Redis, SMTP (aiosmtpd), ASGI server (daphne) and Celery worker, sharing the test database."""
+    STACK.start(log_to=VAR_DIR / "stack.log")
+    try:
+        STACK.wait_ready(timeout=120)
+        yield STACK
+    finally:
+        STACK.stop()
+
+
+@pytest.fixture
+def clean_mail(stack: Stack) -> Stack:
+    """The stack, with the SMTP server's Maildir emptied."""
+    for f in stack.mail_dir.glob("*/*"):
+        f.unlink()
+    return stack
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    """Every task message this process publishes to the broker while the test runs: ``[{"task", "queue"}]``."""
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: str | None = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        seen.append({"task": sender, "queue": kwargs.get("routing_key")})
+
+    after_task_publish.connect(record, weak=False)
+    yield seen
+    after_task_publish.disconnect(record)
+
+
+@pytest.fixture
+def users(db: Any) -> dict[str, Any]:
+    User = get_user_model()
+    return {
+        name: User.objects.create_user(username=name, email=f"{name}@example.com", password="pw")
+        for name in ("alice", "bob", "carol", "dave")
+    }

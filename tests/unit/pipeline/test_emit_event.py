@@ -1,0 +1,97 @@
+"""emit_event(): validation, transactions and publishing, against the real broker."""
+
+import pytest
+from django.db import transaction
+
+from pipeline import Audience, emit_event
+from pipeline.events import IdempotencyConflict
+from pipeline.exceptions import EventError, InvalidActor, InvalidAudience, InvalidEventData, UnknownEventType
+from pipeline.models import Event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _broker(stack):
+    return stack
+
+
+def valid(users, **overrides):
+    kwargs = {
+        "event_type": "critique.created",
+        "actor": users["alice"],
+        "audience": Audience.users(users["bob"]),
+        "data": {"artwork_title": "Heron", "excerpt": "Nice"},
+    }
+    return {**kwargs, **overrides}
+
+
+def test_a_valid_event_is_stored_and_published_once(users, published):
+    event_id = emit_event(**valid(users))
+    event = Event.objects.get(pk=event_id)
+    assert event.published_at is not None
+    assert event.audience == {"kind": "users", "user_ids": [users["bob"].pk]}
+    assert [p["task"] for p in published] == ["notiflow.preferences_check"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"event_type": "critique.creatd"}, UnknownEventType, "Did you mean 'critique.created'"),
+        ({"audience": []}, InvalidAudience, "empty"),
+        ({"audience": [999999]}, InvalidAudience, "unknown user id"),
+        ({"audience": ["bob"]}, InvalidAudience, "user ids or users"),
+        ({"audience": Audience.role("no-such-role")}, InvalidAudience, "not a group"),
+        ({"audience": "bob"}, InvalidAudience, "Audience or a list"),
+        ({"actor": "alice"}, InvalidActor, "actor must be"),
+        ({"actor": 999999}, InvalidActor, "not a user"),
+        ({"data": ["not", "a", "dict"]}, InvalidEventData, "JSON object"),
+        ({"data": {"when": object()}}, InvalidEventData, "not JSON-serialisable"),
+        ({"data": {"x": float("nan")}}, InvalidEventData, "not JSON-serialisable"),
+        ({"data": {"blob": "x" * (64 * 1024)}}, InvalidEventData, "limit is 65536 bytes"),
+        ({"idempotency_key": ""}, EventError, "idempotency_key"),
+    ],
+)
+def test_bad_input_raises_and_queues_nothing(users, published, overrides, error, message):
+    with pytest.raises(error, match=message):
+        emit_event(**valid(users, **overrides))
+    assert Event.objects.count() == 0  # nothing in the outbox
+    assert published == []  # nothing sent to the broker
+
+
+def test_every_error_is_an_event_error_and_a_value_error():
+    for error in (UnknownEventType, InvalidAudience, InvalidActor, InvalidEventData, IdempotencyConflict):
+        assert issubclass(error, EventError)
+        assert issubclass(error, ValueError)
+
+
+def test_inside_a_transaction_it_publishes_only_after_commit(users, published):
+    with transaction.atomic():
+        event_id = emit_event(**valid(users))
+        assert published == []
+        assert Event.objects.get(pk=event_id).published_at is None
+    assert len(published) == 1
+    assert Event.objects.get(pk=event_id).published_at is not None
+
+
+def test_a_rolled_back_transaction_notifies_no_one(users, published):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        emit_event(**valid(users))
+        raise RuntimeError("the caller's own failure")
+    assert Event.objects.count() == 0
+    assert published == []
+
+
+def test_the_same_idempotency_key_returns_the_first_event(users, published):
+    first = emit_event(**valid(users, idempotency_key="k1"))
+    again = emit_event(**valid(users, idempotency_key="k1"))
+    assert again == first
+    assert Event.objects.count() == 1
+    assert len(published) == 1
+
+
+def test_the_same_key_with_different_content_is_refused(users, published):
+    emit_event(**valid(users, idempotency_key="k2"))
+    with pytest.raises(IdempotencyConflict, match="k2"):
+        emit_event(**valid(users, idempotency_key="k2", data={"artwork_title": "Other", "excerpt": "x"}))
+    assert len(published) == 1

@@ -1,0 +1,85 @@
+"""The REST API with JWT bearer auth: list (cursor-paginated), unread count, mark read."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from pipeline import Audience
+from pipeline.models import Event, Notification
+from webapp.tokens import token_issue
+
+pytestmark = pytest.mark.django_db
+
+
+def notify(user, n):
+    """``n`` stored notifications for ``user``, cursors 1..n, titles n1..nN."""
+    created = []
+    for i in range(1, n + 1):
+        event = Event.objects.create(
+            event_type="announcement.posted", audience=Audience.users(user).as_json(), occurred_at="2026-01-01T00:00Z"
+        )
+        created.append(
+            Notification.objects.create(
+                event=event,
+                recipient=user,
+                event_type="announcement.posted",
+                category="announcements",
+                title=f"n{i}",
+                cursor=i,
+            )
+        )
+    return created
+
+
+def client_for(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_issue(user_id=user.pk)}")
+    return client
+
+
+def test_anonymous_and_forged_requests_are_refused(users):
+    assert APIClient().get("/api/notifications/").status_code == 401
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer nonsense")
+    assert client.get("/api/notifications/").status_code == 401
+
+
+def test_list_is_newest_first_with_cursor_pagination(users):
+    notify(users["bob"], 5)
+    notify(users["carol"], 2)
+    client = client_for(users["bob"])
+    first = client.get("/api/notifications/?page_size=3").json()
+    assert [n["title"] for n in first["results"]] == ["n5", "n4", "n3"]
+    second = client.get(first["next"]).json()
+    assert [n["title"] for n in second["results"]] == ["n2", "n1"]
+    assert second["next"] is None
+
+
+def test_unread_count_and_mark_read(users):
+    mine = notify(users["bob"], 3)
+    theirs = notify(users["carol"], 1)
+    client = client_for(users["bob"])
+    assert client.get("/api/notifications/unread-count/").json() == {"unread_count": 3}
+
+    response = client.post(f"/api/notifications/{mine[0].pk}/read/")
+    assert response.status_code == 200
+    assert response.json() == {"unread_count": 2}
+    assert Notification.objects.get(pk=mine[0].pk).state == "read"
+
+    # Another user's notification: 404, and it stays unread.
+    assert client.post(f"/api/notifications/{theirs[0].pk}/read/").status_code == 404
+    assert Notification.objects.get(pk=theirs[0].pk).state == "unseen"
+
+    assert client.post("/api/notifications/read-all/").json() == {"marked": 2, "unread_count": 0}
+    assert Notification.objects.filter(recipient=users["carol"], state="unseen").count() == 1
+
+
+def test_token_endpoint_needs_a_password(users):
+    client = APIClient()
+    assert client.post("/api/token/").status_code in (401, 403)
+    client.login(username="bob", password="pw")
+    body = client.post("/api/token/").json()
+    assert body["expires_in"] == 3600
+    assert client_for(users["bob"]).get("/api/notifications/unread-count/").status_code == 200
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {body['token']}")
+    assert api.get("/api/notifications/unread-count/").json() == {"unread_count": 0}
