@@ -11,7 +11,7 @@ NOTIFLOW["DELIVERY_METHODS"] = {
     # A third-party method, added from settings alone: it proves the registry.
     "recording": {
         "BACKEND": "tests.support.methods.RecordingMethod",
-        "OPTIONS": {"path": os.environ.get("NOTIFLOW_TEST_RECORD", "/tmp/notiflow-recorded.jsonl")},  # noqa: S108
+        "OPTIONS": {"path": os.environ.get("NOTIFLOW_TEST_RECORD", "/tmp/notiflow-recorded.jsonl")},
     },
 }
 NOTIFLOW["EVENT_TYPES"] = {

@@ -1,6 +1,7 @@
 """emit_event() in this process → real worker → real Redis → real ASGI server → WebSocket client; real SMTP."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,10 +72,10 @@ def test_the_actor_is_left_out_of_the_audience(users, connect):
 
 def test_a_third_party_method_added_in_settings_delivers(users, stack, settings):
     record = stack.env["NOTIFLOW_TEST_RECORD"]
-    open(record, "w").close()
+    Path(record).write_text("")
     event_id = emit_event(event_type="test.recorded", audience=[users["bob"].pk], data={"text": "ping"})
 
-    lines = wait_for(lambda: open(record).read().splitlines())
+    lines = wait_for(lambda: Path(record).read_text().splitlines())
     assert len(lines) == 1
     message = json.loads(lines[0])
     assert message["recipient"]["username"] == "bob"

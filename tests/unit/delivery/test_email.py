@@ -1,5 +1,4 @@
 import smtplib
-import socket
 
 import pytest
 
@@ -12,7 +11,7 @@ from delivery.email import classify_smtp_error
     [
         (smtplib.SMTPServerDisconnected("gone"), Outcome.RETRY),
         (ConnectionRefusedError(111, "refused"), Outcome.RETRY),
-        (socket.timeout("slow"), Outcome.RETRY),
+        (TimeoutError("slow"), Outcome.RETRY),
         (smtplib.SMTPResponseException(421, b"try later"), Outcome.RETRY),
         (smtplib.SMTPResponseException(554, b"rejected"), Outcome.FAILED),
         (smtplib.SMTPRecipientsRefused({"a@x": (550, b"no such user")}), Outcome.FAILED),

@@ -21,7 +21,7 @@ def test_queue_per_method():
 
 
 def test_unknown_alias_names_it_and_suggests():
-    with pytest.raises(UnknownDeliveryMethod, match="'emial'.*Did you mean 'email'"):
+    with pytest.raises(UnknownDeliveryMethod, match=r"'emial'.*Did you mean 'email'"):
         methods.get("emial")
 
 
@@ -35,7 +35,7 @@ def test_bad_path_names_alias_and_path():
 def test_a_class_that_is_not_a_method_is_refused():
     config = {"DELIVERY_METHODS": {"x": {"BACKEND": "collections.OrderedDict"}}}
     with override_settings(NOTIFLOW=config):
-        with pytest.raises(ImproperlyConfigured, match="not a delivery.base.DeliveryMethod"):
+        with pytest.raises(ImproperlyConfigured, match=r"not a delivery\.base\.DeliveryMethod"):
             methods.get("x")
 
 

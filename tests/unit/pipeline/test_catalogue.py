@@ -17,7 +17,7 @@ def test_entries_are_parsed_with_defaults():
 
 
 def test_unknown_event_type_suggests_the_close_one():
-    with pytest.raises(UnknownEventType, match="Did you mean 'like.created'"):
+    with pytest.raises(UnknownEventType, match=r"Did you mean 'like\.created'"):
         catalogue.get("like.create")
 
 
