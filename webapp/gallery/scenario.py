@@ -68,6 +68,10 @@ def play(stack: Any) -> int:
     missing: list[str] = []
     steps: list[Step] = []
 
+    def pushes_for(step: Step, name: str) -> list[tuple[float, dict[str, Any]]]:
+        ids = {str(e) for e in step.event_ids}
+        return [(t, n) for t, n in listeners[name].notifications() if n.get("event_id") in ids]
+
     def emit(label: str, pushes: dict[str, int], emails_to: list[str], *calls: Callable[[], uuid.UUID]) -> Step:
         step = Step(label=label, event_ids=[], emitted_at={}, pushes=pushes, emails_to=emails_to)
         for call in calls:
@@ -76,11 +80,9 @@ def play(stack: Any) -> int:
             step.event_ids.append(event_id)
             step.emitted_at[event_id] = started
         steps.append(step)
+        # One step at a time, so each latency is the pipeline's, not a queue of our own making.
+        _wait_for(lambda: all(len(pushes_for(step, n)) >= want for n, want in pushes.items()))
         return step
-
-    def pushes_for(step: Step, name: str) -> list[tuple[float, dict[str, Any]]]:
-        ids = {str(e) for e in step.event_ids}
-        return [(t, n) for t, n in listeners[name].notifications() if n.get("event_id") in ids]
 
     def emails_now() -> list[EmailMessage]:
         return stack.emails()

@@ -6,6 +6,7 @@ Every variable is listed, with its default, in ``.env.example``.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import django_stubs_ext
 import environ
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,10 +98,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Static files (the admin's) are served by WhiteNoise; without collectstatic it reads the apps' folders.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 # Redis: broker (db 0) and channel layer (db 1) by default.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
-CHANNEL_LAYER_REDIS_URL = env("CHANNEL_LAYER_REDIS_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/1")
+CHANNEL_LAYER_REDIS_URL = env("CHANNEL_LAYER_REDIS_URL", default=urlsplit(REDIS_URL)._replace(path="/1").geturl())
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
