@@ -19,7 +19,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from pipeline.catalogue import catalogue
@@ -205,21 +205,36 @@ def emit_event(
         "data": payload,
     }
     if idempotency_key is not None:
-        existing = Event.objects.filter(idempotency_key=idempotency_key).first()
+        existing = _event_for_key(idempotency_key, fields)
         if existing is not None:
-            same = all(getattr(existing, name) == value for name, value in fields.items())
-            if not same:
-                raise IdempotencyConflict(
-                    f"idempotency_key {idempotency_key!r} was used for event {existing.id} with different content."
-                )
-            return existing.id
+            return existing
 
-    with transaction.atomic():
-        event = Event.objects.create(
-            **fields, idempotency_key=idempotency_key, occurred_at=occurred_at or timezone.now()
-        )
-        transaction.on_commit(lambda: event_publish(event_id=event.id))
+    try:
+        with transaction.atomic():
+            event = Event.objects.create(
+                **fields, idempotency_key=idempotency_key, occurred_at=occurred_at or timezone.now()
+            )
+            transaction.on_commit(lambda: event_publish(event_id=event.id))
+    except IntegrityError:
+        # A concurrent call with the same key committed first.
+        existing = _event_for_key(idempotency_key, fields) if idempotency_key is not None else None
+        if existing is None:
+            raise
+        return existing
     return event.id
+
+
+def _event_for_key(key: str, fields: Mapping[str, Any]) -> uuid.UUID | None:
+    """The id of the event stored under ``key``, ``None`` if there is none.
+
+    Raises :class:`IdempotencyConflict` if that event's content differs from ``fields``.
+    """
+    existing = Event.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if any(getattr(existing, name) != value for name, value in fields.items()):
+        raise IdempotencyConflict(f"idempotency_key {key!r} was used for event {existing.id} with different content.")
+    return existing.id
 
 
 def event_publish(*, event_id: uuid.UUID) -> bool:
