@@ -90,3 +90,22 @@ def test_health_endpoint_reports_and_answers_ping(stack):
             return status, json.loads(await ws.recv())
 
     assert asyncio.run(health()) == ({"type": "status", "status": "ok"}, {"type": "pong"})
+
+
+def test_hello_carries_the_unread_count_and_the_recent_unread(stack, users, connect):
+    from pipeline import Audience, emit_event
+    from pipeline.models import Notification
+    from pipeline.services import notification_mark_read
+    from tests.support.waiting import wait_for
+
+    bob = users["bob"]
+    for text in ("first", "second", "third"):
+        emit_event(event_type="announcement.posted", audience=Audience.users(bob), data={"text": text})
+    assert wait_for(lambda: Notification.objects.filter(recipient=bob).count() == 3)
+    oldest = Notification.objects.filter(recipient=bob).order_by("cursor").first()
+    notification_mark_read(user_id=bob.pk, notification_id=oldest.pk)
+
+    hello = connect(bob=bob)["bob"].frames[0][1]
+    assert hello["type"] == "hello"
+    assert hello["unread_count"] == 2
+    assert [(n["body"], n["cursor"]) for n in hello["recent"]] == [("third", 3), ("second", 2)]

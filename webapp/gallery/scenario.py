@@ -190,7 +190,7 @@ def play(stack: Any) -> int:
                 step.label,
                 stored.count(),
                 ", ".join(f"{n}:{len(pushes_for(step, n))}" for n in CONNECTED),
-                "; ".join(str(m["Subject"]) for m in step_emails) or "-",
+                "; ".join(str(m["Subject"]).strip() for m in step_emails) or "-",
             )
         )
     if immediate_like_emails:
