@@ -165,6 +165,12 @@ class Stack:
             if waiting:
                 time.sleep(0.2)
 
+    def wait(self) -> int:
+        """Block until honcho exits (one process died, or a signal); return its exit code."""
+        if self._honcho is None:
+            raise StackError("the stack is not started")
+        return self._honcho.wait()
+
     def stop(self, *, timeout: float = 20.0) -> None:
         """Stop every process: SIGTERM to honcho (it stops its children), SIGKILL after ``timeout`` s."""
         if self._honcho is not None and self._honcho.poll() is None:
@@ -237,9 +243,8 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     stack.start()
-    assert stack._honcho is not None
     try:
-        return stack._honcho.wait()
+        return stack.wait()
     except KeyboardInterrupt:
         return 0
     finally:
