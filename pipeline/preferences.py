@@ -56,6 +56,7 @@ def preferences_resolve(*, event_type: EventType, user_ids: Sequence[int]) -> di
         if rank > chosen.get((user_id, method), (0, "", ""))[0]:
             chosen[(user_id, method)] = (rank, setting, scope)
 
+    digestible = {m for m in event_type.methods if event_type.digestible and registry.get(m).supports_digest}
     decisions: dict[int, dict[str, Decision]] = {}
     for uid in user_ids:
         per_method: dict[str, Decision] = {}
@@ -63,9 +64,7 @@ def preferences_resolve(*, event_type: EventType, user_ids: Sequence[int]) -> di
             _, setting, scope = chosen.get((uid, method), (0, Preference.Setting.ON, ""))
             if setting == Preference.Setting.OFF:
                 per_method[method] = Decision("skip", reason=f"preference: {method} off for {scope}")
-            elif (
-                setting in Preference.DIGEST_SETTINGS and event_type.digestible and registry.get(method).supports_digest
-            ):
+            elif setting in Preference.DIGEST_SETTINGS and method in digestible:
                 per_method[method] = Decision("digest", digest=setting)
             else:
                 per_method[method] = NOW

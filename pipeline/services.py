@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.template.loader import get_template
 from django.utils import timezone
 
@@ -139,19 +140,18 @@ def delivery_messages(*, deliveries: Iterable[Delivery]) -> list[Message]:
     return messages
 
 
-def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
-    """The deliveries among ``delivery_ids`` that still need sending by ``method``.
+SENDABLE = (Delivery.Status.QUEUED, Delivery.Status.RETRYING)
+_MESSAGE_RELATIONS = ("notification__recipient", "notification__event__actor")  # what delivery_messages reads
 
-    The status check before every send: a delivery already sent, skipped or
-    failed is never sent again, whatever redelivered task asks for it.
-    """
-    return list(
-        Delivery.objects.filter(
-            pk__in=delivery_ids, method=method, status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING]
-        )
-        .select_related("notification__recipient", "notification__event__actor")
-        .order_by("pk")
-    )
+
+def _unsent(*, method: str, delivery_ids: Sequence[int]) -> QuerySet[Delivery]:
+    """The status check before every send: a delivery already sent, skipped or failed is never sent again."""
+    return Delivery.objects.filter(pk__in=delivery_ids, method=method, status__in=SENDABLE)
+
+
+def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
+    """The deliveries among ``delivery_ids`` that still need sending by ``method``, oldest first."""
+    return list(_unsent(method=method, delivery_ids=delivery_ids).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
 
 
 def deliveries_claim(
@@ -165,23 +165,12 @@ def deliveries_claim(
     at once. A claim lapses after the lease, and the same ``claimer`` (a
     redelivered task keeps its id) may take its own claim back at once.
     """
-    from django.db.models import Q
-
     now = timezone.now()
-    Delivery.objects.filter(
-        pk__in=delivery_ids, method=method, status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING]
-    ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer)).update(
+    unsent = _unsent(method=method, delivery_ids=delivery_ids)
+    unsent.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer)).update(
         claimed_by=claimer, claimed_until=now + timedelta(seconds=lease_seconds)
     )
-    return list(
-        Delivery.objects.filter(
-            pk__in=delivery_ids,
-            claimed_by=claimer,
-            status__in=[Delivery.Status.QUEUED, Delivery.Status.RETRYING],
-        )
-        .select_related("notification__recipient", "notification__event__actor")
-        .order_by("pk")
-    )
+    return list(unsent.filter(claimed_by=claimer).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
 
 
 def retry_countdown(*, attempt: int, base: float, cap: float) -> float:
@@ -191,22 +180,25 @@ def retry_countdown(*, attempt: int, base: float, cap: float) -> float:
 
 
 def deliveries_record(
-    *, deliveries: Sequence[Delivery], results: Sequence[DeliveryResult], max_attempts: int
+    *, deliveries: Sequence[Delivery], results: Sequence[DeliveryResult], max_attempts: int, retry_in: float
 ) -> list[int]:
     """Store each delivery's outcome; return the ids to retry.
 
-    A transient failure within ``max_attempts`` becomes ``retrying``; one past it,
-    or a permanent failure, becomes ``failed`` with the reason.
+    A transient failure within ``max_attempts`` becomes ``retrying``, its next
+    attempt due ``retry_in`` seconds from now; one past it, or a permanent
+    failure, becomes ``failed`` with the reason.
     """
     now = timezone.now()
     to_retry: list[int] = []
     with transaction.atomic():
         for delivery, result in zip(deliveries, results, strict=True):
             delivery.attempts += 1
+            delivery.next_attempt_at = None
             if result.outcome is Outcome.SENT:
                 delivery.status, delivery.sent_at, delivery.last_error = Delivery.Status.SENT, now, ""
             elif result.outcome is Outcome.RETRY and delivery.attempts < max_attempts:
                 delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
+                delivery.next_attempt_at = now + timedelta(seconds=retry_in)
                 to_retry.append(delivery.pk)
             else:
                 delivery.status, delivery.last_error = Delivery.Status.FAILED, result.reason
@@ -218,14 +210,19 @@ def deliveries_record(
             delivery.claimed_by, delivery.claimed_until = "", None
         Delivery.objects.bulk_update(
             list(deliveries),
-            ["attempts", "status", "sent_at", "last_error", "reason", "claimed_by", "claimed_until", "updated_at"],
+            [
+                "attempts",
+                "status",
+                "sent_at",
+                "last_error",
+                "reason",
+                "next_attempt_at",
+                "claimed_by",
+                "claimed_until",
+                "updated_at",
+            ],
         )
     return to_retry
-
-
-def deliveries_schedule_retry(*, delivery_ids: Sequence[int], countdown: float) -> None:
-    """Record when the next attempt of ``delivery_ids`` is due (``countdown`` seconds from now)."""
-    Delivery.objects.filter(pk__in=delivery_ids).update(next_attempt_at=timezone.now() + timedelta(seconds=countdown))
 
 
 def notification_mark_read(*, user_id: int, notification_id: int) -> bool:

@@ -20,22 +20,12 @@ from django.utils import timezone
 
 from delivery.base import DeliveryResult, Outcome
 from delivery.registry import methods
-from pipeline import digests
+from pipeline import digests, services
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.events import Audience, event_publish
 from pipeline.models import Event
 from pipeline.preferences import Decision, preferences_resolve
-from pipeline.services import (
-    deliveries_claim,
-    deliveries_record,
-    deliveries_schedule_retry,
-    delivery_messages,
-    retry_countdown,
-)
-from pipeline.services import (
-    notifications_persist as persist,
-)
 
 
 def event_start(*, event_id: uuid.UUID | str, after_user_id: int = 0) -> None:
@@ -76,7 +66,7 @@ def notifications_persist(checked: dict[str, Any]) -> dict[str, Any]:
         int(uid): {m: Decision.from_json(d) for m, d in per_method.items()}
         for uid, per_method in checked["plan"].items()
     }
-    return persist(event_id=checked["event_id"], plan=plan)
+    return services.notifications_persist(event_id=checked["event_id"], plan=plan)
 
 
 @shared_task(name="notiflow.deliveries_fan_out")
@@ -98,24 +88,30 @@ def deliveries_fan_out(persisted: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def _countdown(task: Task, policy: dict[str, float]) -> float:
+    """Seconds before the task's next attempt under a method's retry policy."""
+    return services.retry_countdown(
+        attempt=task.request.retries + 1, base=policy["BACKOFF_BASE"], cap=policy["BACKOFF_CAP"]
+    )
+
+
 @shared_task(name="notiflow.deliveries_send", bind=True, max_retries=None)
 def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[str, int]:
     """Send a batch through one delivery method; retry only the transient failures.
 
     Returns ``{"sent": n, "retrying": n, "failed": n}`` for this attempt.
     """
-    deliveries = deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=str(self.request.id))
+    deliveries = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=str(self.request.id))
     if not deliveries:
         return {"sent": 0, "retrying": 0, "failed": 0}
-    results = methods.get(method).send(delivery_messages(deliveries=deliveries))
+    results = methods.get(method).send(services.delivery_messages(deliveries=deliveries))
     policy = methods.retry_policy(method)
-    to_retry = deliveries_record(deliveries=deliveries, results=results, max_attempts=int(policy["MAX_ATTEMPTS"]))
+    countdown = _countdown(self, policy)
+    to_retry = services.deliveries_record(
+        deliveries=deliveries, results=results, max_attempts=int(policy["MAX_ATTEMPTS"]), retry_in=countdown
+    )
     sent = sum(r.outcome is Outcome.SENT for r in results)
     if to_retry:
-        countdown = retry_countdown(
-            attempt=self.request.retries + 1, base=policy["BACKOFF_BASE"], cap=policy["BACKOFF_CAP"]
-        )
-        deliveries_schedule_retry(delivery_ids=to_retry, countdown=countdown)
         raise self.retry(args=(method, to_retry), countdown=countdown, queue=methods.queue(method))
     return {"sent": sent, "retrying": 0, "failed": len(deliveries) - sent}
 
@@ -155,10 +151,7 @@ def digest_send(self: Task, window_id: int) -> int:
     final = self.request.retries + 1 >= int(policy["MAX_ATTEMPTS"])
     digests.digest_record(window=window, deliveries=deliveries, result=result, final=final)
     if result.outcome is Outcome.RETRY and not final:
-        countdown = retry_countdown(
-            attempt=self.request.retries + 1, base=policy["BACKOFF_BASE"], cap=policy["BACKOFF_CAP"]
-        )
-        raise self.retry(countdown=countdown)
+        raise self.retry(countdown=_countdown(self, policy))
     return len(deliveries)
 
 

@@ -29,9 +29,10 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 ALL_PROCESSES = ("redis", "smtp", "web", "worker", "beat", "flower")
 
 
@@ -202,9 +203,19 @@ class Stack:
         box = mailbox.Maildir(self.mail_dir, factory=None, create=False)
         found = []
         for key in box.iterkeys():
-            raw = box.get_bytes(key)
-            found.append((box.get_message(key).get_date(), BytesParser(policy=policy.default).parsebytes(raw)))
+            stored = box.get_message(key)  # one read: the delivery time and the bytes
+            found.append((stored.get_date(), BytesParser(policy=policy.default).parsebytes(stored.as_bytes())))
         return [message for _, message in sorted(found, key=lambda pair: pair[0])]
+
+
+def wait_for(produce: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05) -> T:
+    """Call ``produce`` until it returns something truthy; return it, or the last value after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    value = produce()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = produce()
+    return value
 
 
 def _safe(check: Callable[[], bool]) -> bool:

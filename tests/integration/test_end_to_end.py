@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import Audience, emit_event
 from pipeline.models import Delivery, Notification
-from tests.support.waiting import wait_for
+from webapp.stack import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from pipeline import Audience, emit_event
 from pipeline.models import Delivery, DigestEntry, DigestWindow, Preference
 from pipeline.tasks import digests_flush_due
-from tests.support.waiting import wait_for
+from webapp.stack import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -96,7 +96,7 @@ def test_hello_carries_the_unread_count_and_the_recent_unread(stack, users, conn
     from pipeline import Audience, emit_event
     from pipeline.models import Notification
     from pipeline.services import notification_mark_read
-    from tests.support.waiting import wait_for
+    from webapp.stack import wait_for
 
     bob = users["bob"]
     for text in ("first", "second", "third"):

@@ -24,6 +24,7 @@ from pipeline.models import Delivery, DigestEntry, Notification
 from webapp.gallery import services
 from webapp.gallery.seed import MODERATORS, demo_seed
 from webapp.realtime.client import Listener, ListenerGroup
+from webapp.stack import wait_for
 from webapp.tokens import token_issue
 
 CONNECTED = ("bob", "alice", "carol")
@@ -38,15 +39,6 @@ class Step:
     pushes: dict[str, int]  # expected pushes per connected client
     emails_to: list[str]  # expected immediate emails (recipient usernames)
     notes: list[str] = field(default_factory=list)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def _email_text(message: EmailMessage) -> str:
@@ -81,7 +73,7 @@ def play(stack: Any) -> int:
             step.emitted_at[event_id] = started
         steps.append(step)
         # One step at a time, so each latency is the pipeline's, not a queue of our own making.
-        _wait_for(lambda: all(len(pushes_for(step, n)) >= want for n, want in pushes.items()))
+        wait_for(lambda: all(len(pushes_for(step, n)) >= want for n, want in pushes.items()), timeout=WAIT)
         return step
 
     def emails_now() -> list[EmailMessage]:
@@ -138,23 +130,24 @@ def play(stack: Any) -> int:
 
         expected_pushes = {name: sum(s.pushes.get(name, 0) for s in steps) for name in CONNECTED}
         expected_emails = sum(len(s.emails_to) for s in steps)
-        _wait_for(
+        wait_for(
             lambda: all(len(listeners[n].notifications()) >= expected_pushes[n] for n in CONNECTED)
-            and len(emails_now()) >= expected_emails
+            and len(emails_now()) >= expected_emails,
+            timeout=WAIT,
         )
         # Every websocket delivery is recorded before we look for strays.
-        _wait_for(lambda: not Delivery.objects.filter(method="websocket", status="queued").exists())
+        wait_for(lambda: not Delivery.objects.filter(method="websocket", status="queued").exists(), timeout=WAIT)
         time.sleep(0.5)
 
         # Digest: five like emails wait in bob's hourly window; close it as celery beat would.
         like_ids = steps[2].event_ids
         in_window = lambda: DigestEntry.objects.filter(delivery__notification__event_id__in=like_ids).count()  # noqa: E731
-        _wait_for(lambda: in_window() == 5)
+        wait_for(lambda: in_window() == 5, timeout=WAIT)
         immediate_like_emails = [m for m in emails_now() if "liked" in (m["Subject"] or "")]
         from pipeline.tasks import digests_flush_due
 
         digests_flush_due.delay(as_of=(timezone.now() + timedelta(hours=1, seconds=1)).isoformat())
-        _wait_for(lambda: any("digest" in (m["Subject"] or "") for m in emails_now()))
+        wait_for(lambda: any("digest" in (m["Subject"] or "") for m in emails_now()), timeout=WAIT)
         time.sleep(1.0)  # a second digest, if one were sent by mistake, would arrive here
         emails = emails_now()
     finally:
@@ -174,7 +167,7 @@ def play(stack: Any) -> int:
                 missing.append(f"{step.label}: {name} received {len(got)} push(es), expected {want}")
             for arrived, payload in got:
                 latencies.append((arrived - step.emitted_at[uuid.UUID(payload["event_id"])]) * 1000)
-        stored = Notification.objects.filter(event_id__in=step.event_ids)
+        stored = Notification.objects.filter(event_id__in=step.event_ids).select_related("event", "recipient")
         step_emails = [
             m for m in immediate if any(m["To"] == users[u].email for u in step.emails_to) and _matches(step, m)
         ]
