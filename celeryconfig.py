@@ -11,13 +11,15 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from delivery.registry import methods
+from pipeline.conf import notiflow_settings
+from pipeline.deadletters import DEAD_LETTER_QUEUE
 
 broker_url = settings.REDIS_URL
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     # Must exceed the longest retry countdown, or Redis redelivers a message that is
     # only waiting for its ETA and the task runs twice (checked below).
-    "visibility_timeout": 3600,  # seconds
+    "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,  # seconds
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
 }
@@ -40,12 +42,14 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 task_default_queue = "events"
-task_queues = [Queue(name) for name in ["events", "digest", *methods.queues()]]
+task_queues = [Queue(name) for name in ["events", "digest", DEAD_LETTER_QUEUE, *methods.queues()]]
 task_routes = {
     "notiflow.preferences_check": {"queue": "events"},
     "notiflow.notifications_persist": {"queue": "events"},
     "notiflow.deliveries_fan_out": {"queue": "events"},
     "notiflow.outbox_relay": {"queue": "events"},
+    "notiflow.pipeline_recover": {"queue": "events"},
+    "notiflow.dead_letter": {"queue": DEAD_LETTER_QUEUE},
     "notiflow.digest_append": {"queue": "digest"},
     "notiflow.digests_flush_due": {"queue": "digest"},
     "notiflow.digest_send": {"queue": "digest"},
@@ -54,15 +58,31 @@ task_routes = {
 
 beat_schedule = {
     "digests-flush-due": {"task": "notiflow.digests_flush_due", "schedule": 60.0},
-    "outbox-relay": {"task": "notiflow.outbox_relay", "schedule": 30.0},
+    "outbox-relay": {"task": "notiflow.outbox_relay", "schedule": float(notiflow_settings.SWEEP_INTERVAL)},
+    "pipeline-recover": {"task": "notiflow.pipeline_recover", "schedule": float(notiflow_settings.SWEEP_INTERVAL)},
 }
 
 timezone = "UTC"
 enable_utc = True
 
-_longest_countdown = max(float(methods.retry_policy(alias)["BACKOFF_CAP"]) for alias in methods.aliases())
-if broker_transport_options["visibility_timeout"] <= _longest_countdown:
-    raise ImproperlyConfigured(
-        f"broker visibility_timeout ({broker_transport_options['visibility_timeout']} s) must exceed the longest "
-        f"retry countdown ({_longest_countdown} s), or retried tasks are redelivered early and run twice."
-    )
+
+def visibility_timeout_check(*, visibility_timeout: float, policies: list[dict[str, float]]) -> None:
+    """Refuse a broker ``visibility_timeout`` (seconds) not longer than every retry policy's ``BACKOFF_CAP``.
+
+    A retry waits in a worker as an unacknowledged message with an ETA; if
+    Redis's visibility timeout ends first, Redis hands it to another worker
+    and it runs twice (Celery's "Redis: caveats" documentation). Raises
+    ``ImproperlyConfigured``.
+    """
+    longest = max(float(policy["BACKOFF_CAP"]) for policy in policies)
+    if visibility_timeout <= longest:
+        raise ImproperlyConfigured(
+            f"broker visibility_timeout ({visibility_timeout} s) must exceed the longest retry countdown "
+            f"({longest} s), or retried tasks are redelivered early and run twice."
+        )
+
+
+visibility_timeout_check(
+    visibility_timeout=broker_transport_options["visibility_timeout"],
+    policies=[methods.retry_policy(alias) for alias in methods.aliases()],
+)

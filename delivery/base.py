@@ -2,14 +2,16 @@
 
 A delivery method turns a batch of :class:`Message` into one
 :class:`DeliveryResult` each, in order, so that the caller retries only what
-failed (the shape follows kombu's transports and Channels' layers: a small
+failed. ``send()`` may yield the results one by one: the caller records each
+as it arrives, so a worker that dies in the middle of a batch re-sends at most
+the message it was sending (the shape follows kombu's transports and Channels' layers: a small
 base class, resolved from settings by :mod:`delivery.registry`).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +47,9 @@ class Message:
     cursor: int | None = None
     #: The notification as the REST API shows it: what a WebSocket push carries.
     payload: Mapping[str, Any] = field(default_factory=dict)
+    #: The same on every attempt (``delivery-<id>``, ``digest-<window id>``): a resend after a
+    #: crash carries the same key (the email ``Message-ID``), so receivers can deduplicate.
+    key: str = ""
 
 
 class Outcome(enum.StrEnum):
@@ -89,8 +94,14 @@ class DeliveryMethod:
         self.alias = alias
         self.options: Mapping[str, Any] = dict(options or {})
 
-    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
-        """Send every message; return one result per message, in order. Must not raise for one message's failure."""
+    def send(self, batch: Sequence[Message]) -> Iterable[DeliveryResult]:
+        """Send every message; return or yield one result per message, in order.
+
+        Must not raise for one message's failure: classify it as
+        ``DeliveryResult.retry`` (transient) or ``DeliveryResult.failed``
+        (permanent). If it raises anyway, the messages without a result are
+        dead-lettered with the traceback.
+        """
         raise NotImplementedError
 
     def check(self) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
 from django.template.loader import render_to_string, select_template
 
@@ -65,44 +66,58 @@ class EmailMethod(DeliveryMethod):
             html = None
         return " ".join(subject.split()), text.strip() + "\n", html
 
-    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
-        results: list[DeliveryResult | None] = [None] * len(batch)
-        emails: list[tuple[int, EmailMultiAlternatives]] = []
-        for i, message in enumerate(batch):
-            if not message.recipient.email:
-                results[i] = DeliveryResult.failed("recipient has no email address")
-                continue
-            try:
-                subject, text, html = self.render(message)
-            except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
-                results[i] = DeliveryResult.failed(f"template error: {exc}")
-                continue
-            email = EmailMultiAlternatives(
-                subject=subject, body=text, from_email=self.options.get("from_email"), to=[message.recipient.email]
-            )
-            if html is not None:
-                email.attach_alternative(html, "text/html")
-            emails.append((i, email))
+    def build(self, message: Message) -> EmailMultiAlternatives:
+        """The email of one message; raises Django template errors. Its ``Message-ID`` derives from
+        ``message.key``, so a resend after a crash is recognisable as the same email (RFC 1047)."""
+        subject, text, html = self.render(message)
+        headers = {"Message-ID": f"<notiflow.{message.key}@{DNS_NAME}>"} if message.key else {}
+        email = EmailMultiAlternatives(
+            subject=subject,
+            body=text,
+            from_email=self.options.get("from_email"),
+            to=[message.recipient.email],
+            headers=headers,
+        )
+        if html is not None:
+            email.attach_alternative(html, "text/html")
+        return email
 
-        if emails:
-            connection = get_connection(self.options.get("backend"), fail_silently=False)
-            try:
-                connection.open()
-            except Exception as exc:  # noqa: BLE001 - classified, never swallowed
-                outcome = classify_smtp_error(exc)
-                for i, _ in emails:
-                    results[i] = outcome
-            else:
+    def send(self, batch: Sequence[Message]) -> Iterator[DeliveryResult]:
+        """Yield each message's result as soon as the SMTP server has answered for it.
+
+        One connection serves the batch; if it cannot be opened, every
+        message that has an address and renders gets that failure's outcome.
+        """
+        connection: Any = None
+        connection_error: DeliveryResult | None = None
+        try:
+            for message in batch:
+                if not message.recipient.email:
+                    yield DeliveryResult.failed("recipient has no email address")
+                    continue
                 try:
-                    for i, email in emails:
-                        email.connection = connection
-                        try:
-                            email.send()
-                            results[i] = DeliveryResult.sent()
-                        except Exception as exc:  # noqa: BLE001 - classified per message
-                            results[i] = classify_smtp_error(exc)
-                finally:
-                    # The messages' results are known already; a failed QUIT changes none of them.
-                    with contextlib.suppress(smtplib.SMTPException, OSError):
-                        connection.close()
-        return [r if r is not None else DeliveryResult.failed("not attempted") for r in results]
+                    email = self.build(message)
+                except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
+                    yield DeliveryResult.failed(f"template error: {exc}")
+                    continue
+                if connection is None and connection_error is None:
+                    connection = get_connection(self.options.get("backend"), fail_silently=False)
+                    try:
+                        connection.open()
+                    except Exception as exc:  # noqa: BLE001 - classified, never swallowed
+                        connection, connection_error = None, classify_smtp_error(exc)
+                if connection_error is not None:
+                    yield connection_error
+                    continue
+                email.connection = connection
+                try:
+                    email.send()
+                except Exception as exc:  # noqa: BLE001 - classified per message
+                    yield classify_smtp_error(exc)
+                else:
+                    yield DeliveryResult.sent()
+        finally:
+            if connection is not None:
+                # The messages' results are known already; a failed QUIT changes none of them.
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    connection.close()

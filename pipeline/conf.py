@@ -36,6 +36,25 @@ Keys (defaults in :data:`DEFAULTS`):
 ``OUTBOX_RELAY_AFTER``
     Seconds an event may stay unpublished before the celery beat relay
     publishes it again (the broker was down when it was emitted).
+``IDEMPOTENCY_WINDOW``
+    Seconds during which an ``idempotency_key`` given to ``emit_event()``
+    returns the first event instead of a new one. 24 hours, the window
+    Stripe documents for its ``Idempotency-Key`` header.
+``DELIVERY_LEASE``
+    Seconds a delivery task holds its claim on the deliveries it is sending.
+    Longer than any one send may take; a task that dies leaves its claim to
+    lapse after this long.
+``RECOVER_AFTER``
+    Seconds after which work that should have moved and did not (an event
+    whose chain never finished, a delivery queued or due for retry but never
+    sent, a digest claimed but never sent) is queued again by the celery beat
+    task ``notiflow.pipeline_recover``: the broker lost the message (a Redis
+    restart without the last second of its AOF, a publish that failed in the
+    middle of a chain). It must exceed the normal queueing delay, or busy
+    queues receive needless (harmless) duplicates.
+``SWEEP_INTERVAL``
+    Seconds between celery beat runs of ``notiflow.outbox_relay`` and
+    ``notiflow.pipeline_recover``.
 """
 
 from __future__ import annotations
@@ -65,6 +84,10 @@ DEFAULTS: dict[str, Any] = {
         "USER_CLAIM": "sub",
     },
     "OUTBOX_RELAY_AFTER": 30,
+    "IDEMPOTENCY_WINDOW": 24 * 3600,
+    "DELIVERY_LEASE": 300,
+    "RECOVER_AFTER": 300,
+    "SWEEP_INTERVAL": 30,
     "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 8},
 }
 

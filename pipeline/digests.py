@@ -12,12 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.loader import get_template
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome, Recipient
-from pipeline.models import Delivery, DigestEntry, DigestWindow
+from pipeline.conf import notiflow_settings
+from pipeline.deadletters import dead_letter_record
+from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow
 from pipeline.services import TEXT_ENGINE, deliveries_pending
 
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
@@ -76,7 +78,7 @@ def digests_claim_due(*, as_of: datetime) -> list[int]:
         "pk", flat=True
     ):
         if DigestWindow.objects.filter(pk=pk, status=DigestWindow.Status.OPEN).update(
-            status=DigestWindow.Status.SENDING
+            status=DigestWindow.Status.SENDING, next_attempt_at=timezone.now()
         ):
             claimed.append(pk)
     return claimed
@@ -113,39 +115,79 @@ def digest_message(*, window: DigestWindow, deliveries: list[Delivery]) -> Messa
         body=body,
         template_dir=DIGEST_TEMPLATE_DIR,
         context=context,
+        key=f"digest-{window.pk}",
     )
 
 
-def digest_window_deliveries(*, window_id: int) -> tuple[DigestWindow, list[Delivery]] | None:
-    """The claimed window and its deliveries still to send, or ``None`` if it is not ``sending``."""
-    window = DigestWindow.objects.select_related("user").get(pk=window_id)
-    if window.status != DigestWindow.Status.SENDING:
+def digest_window_claim(*, window_id: int, claimer: str) -> tuple[DigestWindow, list[Delivery]] | None:
+    """Claim a ``sending`` window for ``claimer``; return it with its deliveries still to send.
+
+    ``None`` if the window is not ``sending`` or another task holds it (the
+    same lease as deliveries, ``NOTIFLOW["DELIVERY_LEASE"]``): two copies of
+    the task never send one digest twice.
+    """
+    now = timezone.now()
+    claimed = (
+        DigestWindow.objects.filter(pk=window_id, status=DigestWindow.Status.SENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer))
+        .update(claimed_by=claimer, claimed_until=now + timedelta(seconds=notiflow_settings.DELIVERY_LEASE))
+    )
+    if not claimed:
         return None
+    window = DigestWindow.objects.select_related("user").get(pk=window_id)
     ids = list(window.entries.values_list("delivery_id", flat=True))
     return window, deliveries_pending(method=window.method, delivery_ids=ids)
 
 
-def digest_record(*, window: DigestWindow, deliveries: list[Delivery], result: DeliveryResult, final: bool) -> None:
-    """Store the outcome of sending a window. ``final``: no retry will follow a transient failure."""
+def digest_record(
+    *,
+    window: DigestWindow,
+    deliveries: list[Delivery],
+    result: DeliveryResult,
+    final: bool,
+    retry_in: float = 0.0,
+    task_id: str = "",
+    attempts: int = 1,
+    traceback: str = "",
+) -> None:
+    """Store the outcome of sending a window and release its claim.
+
+    ``final``: no retry follows a transient failure. A failure that is
+    permanent or final makes the window ``failed``, its deliveries ``dead``,
+    and one dead letter for the window (``attempts`` is the task's count).
+    """
     now = timezone.now()
+    ids = [d.pk for d in deliveries]
+    windows = DigestWindow.objects.filter(pk=window.pk)
+    release = {"claimed_by": "", "claimed_until": None}
     with transaction.atomic():
-        ids = [d.pk for d in deliveries]
         if result.outcome is Outcome.SENT:
             Delivery.objects.filter(pk__in=ids).update(
                 status=Delivery.Status.SENT, sent_at=now, last_error="", attempts=F("attempts") + 1
             )
-            DigestWindow.objects.filter(pk=window.pk).update(status=DigestWindow.Status.SENT, sent_at=now)
+            windows.update(status=DigestWindow.Status.SENT, sent_at=now, next_attempt_at=None, **release)
         elif result.outcome is Outcome.RETRY and not final:
             Delivery.objects.filter(pk__in=ids).update(
                 status=Delivery.Status.RETRYING, last_error=result.reason, attempts=F("attempts") + 1
             )
+            windows.update(last_error=result.reason, next_attempt_at=now + timedelta(seconds=retry_in), **release)
         else:
             Delivery.objects.filter(pk__in=ids).update(
-                status=Delivery.Status.FAILED,
+                status=Delivery.Status.DEAD,
                 last_error=result.reason,
                 reason="digest failed",
                 attempts=F("attempts") + 1,
             )
-            DigestWindow.objects.filter(pk=window.pk).update(
-                status=DigestWindow.Status.FAILED, last_error=result.reason
+            windows.update(status=DigestWindow.Status.FAILED, last_error=result.reason, next_attempt_at=None, **release)
+            dead_letter_record(
+                kind=DeadLetter.Kind.DIGEST,
+                task="notiflow.digest_send",
+                task_id=task_id,
+                args=[window.pk],
+                exception=result.reason,
+                traceback=traceback,
+                attempts=attempts,
+                recipient_id=window.user_id,
+                method=window.method,
+                digest_window_id=window.pk,
             )

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -176,8 +176,10 @@ def emit_event(
     ``audience`` is an :class:`Audience` or a list of user ids/users; the actor
     is left out of it unless ``include_actor`` is true. ``data`` is a JSON
     object of at most ``NOTIFLOW["MAX_EVENT_DATA_BYTES"]`` bytes. With an
-    ``idempotency_key`` already used for the same content, the first event's
-    id is returned and nothing is queued.
+    ``idempotency_key`` used for the same content within
+    ``NOTIFLOW["IDEMPOTENCY_WINDOW"]`` seconds (24 hours), the first event's
+    id is returned and nothing is queued; after the window the key starts
+    a new event.
 
     Inside ``transaction.atomic()`` the event is published only after the
     transaction commits, and a rollback notifies no one. A broker outage does
@@ -225,12 +227,17 @@ def emit_event(
 
 
 def _event_for_key(key: str, fields: Mapping[str, Any]) -> uuid.UUID | None:
-    """The id of the event stored under ``key``, ``None`` if there is none.
+    """The id of the event stored under ``key`` within ``IDEMPOTENCY_WINDOW``, ``None`` if there is none.
 
-    Raises :class:`IdempotencyConflict` if that event's content differs from ``fields``.
+    A key older than the window is released (its event keeps no key), so
+    the caller may store a new event under it. Raises
+    :class:`IdempotencyConflict` if the event's content differs from ``fields``.
     """
     existing = Event.objects.filter(idempotency_key=key).first()
     if existing is None:
+        return None
+    if existing.created_at < timezone.now() - timedelta(seconds=notiflow_settings.IDEMPOTENCY_WINDOW):
+        Event.objects.filter(pk=existing.pk, idempotency_key=key).update(idempotency_key=None)
         return None
     if any(getattr(existing, name) != value for name, value in fields.items()):
         raise IdempotencyConflict(f"idempotency_key {key!r} was used for event {existing.id} with different content.")

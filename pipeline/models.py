@@ -20,6 +20,11 @@ class Event(models.Model):
 
     ``published_at`` is ``None`` until the event has been handed to the
     broker; celery beat re-publishes events left unpublished (broker outage).
+    After that it is the last time a chain for the event was queued.
+    The audience is processed in chunks, one after the other, in user id
+    order: ``progress_user_id`` is the last user id of the last chunk done,
+    and ``completed_at`` is set when the last chunk is done. An event left
+    incomplete for ``RECOVER_AFTER`` seconds is queued again from there.
     ``audience`` is ``{"kind": "users", "user_ids": [int, ...]}``,
     ``{"kind": "role", "role": str}`` or ``{"kind": "everyone"}``.
     """
@@ -38,9 +43,12 @@ class Event(models.Model):
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    progress_user_id = models.BigIntegerField(default=0, help_text="The audience is processed up to this user id.")
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="When the whole audience was fanned out.")
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["completed_at", "published_at"], name="event_incomplete_idx")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.id}"
@@ -104,13 +112,20 @@ class Notification(models.Model):
 
 
 class Delivery(models.Model):
-    """One notification sent by one delivery method."""
+    """One notification sent by one delivery method.
+
+    ``queued`` → ``sent``; or ``retrying`` after a transient failure, then
+    ``sent`` or, past the method's attempts, ``dead``; ``dead`` at once after a
+    permanent failure (a :class:`DeadLetter` row says why; a replay puts it
+    back to ``queued``); ``skipped`` when the recipient's preference is off.
+    ``next_attempt_at`` is when the delivery is due: the recovery sweep
+    re-queues one left unsent ``RECOVER_AFTER`` seconds past it.
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued"
         SENT = "sent"
         RETRYING = "retrying"
-        FAILED = "failed"
         DEAD = "dead"
         SKIPPED = "skipped"
 
@@ -123,7 +138,7 @@ class Delivery(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     claimed_by = models.CharField(max_length=64, blank=True, help_text="The task sending it now, if any.")
     claimed_until = models.DateTimeField(null=True, blank=True, help_text="When that claim lapses.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -182,8 +197,11 @@ class Preference(models.Model):
 class DigestWindow(models.Model):
     """A recipient's digest for one method, frequency and closing time.
 
-    ``open`` collects entries; celery beat claims a due window (``sending``)
-    so that only one task sends it; then ``sent`` or ``failed``.
+    ``open`` collects entries; celery beat claims a due window (``sending``);
+    then ``sent``, or ``failed`` (and dead-lettered). The task sending it
+    holds a lease (``claimed_by`` until ``claimed_until``) so that two copies
+    of the task never send it twice; ``next_attempt_at`` is when it is due,
+    for the recovery sweep.
     """
 
     class Status(models.TextChoices):
@@ -200,6 +218,9 @@ class DigestWindow(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -222,3 +243,66 @@ class DigestEntry(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.delivery_id} in window {self.window_id}"
+
+
+class DeadLetter(models.Model):
+    """Work that cannot complete by itself: a delivery that failed permanently
+    or ran out of attempts, or a pipeline step that raised (a poison event).
+
+    It records what to run again (``task``, ``args``, ``kwargs`` and the rest
+    of the Celery ``chain``) and why it stopped. ``status`` is ``dead`` until
+    replayed; a replay sets ``replayed`` (once: replaying twice sends once)
+    and re-enters the pipeline at the failed step. If the replayed work fails
+    again, a new dead letter records it with ``replay_of`` pointing here.
+    """
+
+    class Status(models.TextChoices):
+        DEAD = "dead"
+        REPLAYED = "replayed"
+
+    class Kind(models.TextChoices):
+        DELIVERY = "delivery"  # one delivery: re-sent through its method
+        DIGEST = "digest"  # one digest window: sent again as one message
+        STEP = "step"  # a pipeline task: run again with its arguments and the rest of its chain
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DEAD)
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="dead_letters")
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    method = models.CharField(max_length=50, blank=True)
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters")
+    digest_window = models.ForeignKey(
+        DigestWindow, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters"
+    )
+    task = models.CharField(max_length=100, help_text="The Celery task name.")
+    task_id = models.CharField(max_length=64, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    chain = models.JSONField(default=list, blank=True, help_text="The chain's remaining signatures.")
+    exception = models.TextField(help_text="The exception type and message, or the delivery method's reason.")
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replayed_by = models.CharField(max_length=150, blank=True)
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "created_at"], name="deadletter_status_idx")]
+
+    def __str__(self) -> str:
+        what = f"{self.method} delivery {self.delivery_id}" if self.kind == self.Kind.DELIVERY else self.task
+        return f"dead letter #{self.pk}: {what} ({self.status})"
+
+    def history(self) -> list[DeadLetter]:
+        """This dead letter and the ones it replays, newest first."""
+        found: list[DeadLetter] = [self]
+        while found[-1].replay_of_id is not None and len(found) < 100:
+            previous = DeadLetter.objects.filter(pk=found[-1].replay_of_id).first()
+            if previous is None:
+                break
+            found.append(previous)
+        return found

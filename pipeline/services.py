@@ -19,7 +19,9 @@ from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome, Recipient
 from pipeline.catalogue import catalogue
-from pipeline.models import Delivery, Event, Inbox, Notification
+from pipeline.conf import notiflow_settings
+from pipeline.deadletters import dead_letter_record
+from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
 from pipeline.preferences import Decision
 from pipeline.selectors import notification_payload
 
@@ -59,6 +61,7 @@ def notifications_persist(*, event_id: uuid.UUID | str, plan: Mapping[int, Mappi
     event = Event.objects.select_related("actor").get(pk=event_id)
     spec = catalogue.get(event.event_type)
     user_ids = sorted(int(uid) for uid in plan)
+    now = timezone.now()
     users = get_user_model().objects.in_bulk(user_ids)
 
     with transaction.atomic():
@@ -100,6 +103,7 @@ def notifications_persist(*, event_id: uuid.UUID | str, plan: Mapping[int, Mappi
                         status=Delivery.Status.SKIPPED if decision.action == "skip" else Delivery.Status.QUEUED,
                         reason=decision.reason,
                         digest=decision.digest,
+                        next_attempt_at=now,
                     )
                 )
         Delivery.objects.bulk_create(deliveries)
@@ -135,6 +139,7 @@ def delivery_messages(*, deliveries: Iterable[Delivery]) -> list[Message]:
                 context=event_context(event=n.event, recipient=user),
                 cursor=n.cursor,
                 payload=notification_payload(n),
+                key=f"delivery-{delivery.pk}",
             )
         )
     return messages
@@ -155,7 +160,7 @@ def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Deli
 
 
 def deliveries_claim(
-    *, method: str, delivery_ids: Sequence[int], claimer: str, lease_seconds: float = 600
+    *, method: str, delivery_ids: Sequence[int], claimer: str, lease_seconds: float | None = None
 ) -> list[Delivery]:
     """Claim the deliveries among ``delivery_ids`` that still need sending by ``method``.
 
@@ -164,8 +169,11 @@ def deliveries_claim(
     copies of a task (a redelivery, a replay) never send the same delivery
     at once. A claim lapses after the lease, and the same ``claimer`` (a
     redelivered task keeps its id) may take its own claim back at once.
+    ``lease_seconds`` defaults to ``NOTIFLOW["DELIVERY_LEASE"]``.
     """
     now = timezone.now()
+    if lease_seconds is None:
+        lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
     unsent = _unsent(method=method, delivery_ids=delivery_ids)
     unsent.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer)).update(
         claimed_by=claimer, claimed_until=now + timedelta(seconds=lease_seconds)
@@ -179,50 +187,51 @@ def retry_countdown(*, attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not cryptography
 
 
-def deliveries_record(
-    *, deliveries: Sequence[Delivery], results: Sequence[DeliveryResult], max_attempts: int, retry_in: float
-) -> list[int]:
-    """Store each delivery's outcome; return the ids to retry.
+def delivery_record(
+    *, delivery: Delivery, result: DeliveryResult, final: bool, retry_in: float, task_id: str = "", traceback: str = ""
+) -> bool:
+    """Store the outcome of one attempt at ``delivery`` and release its claim; ``True`` if it is to be retried.
 
-    A transient failure within ``max_attempts`` becomes ``retrying``, its next
-    attempt due ``retry_in`` seconds from now; one past it, or a permanent
-    failure, becomes ``failed`` with the reason.
+    Each attempt counts in ``attempts``. A transient failure becomes
+    ``retrying``, due ``retry_in`` seconds from now (``next_attempt_at``),
+    unless ``final`` (the method's attempts are used up). A permanent failure,
+    or a transient one when ``final``, becomes ``dead`` with a
+    :class:`~pipeline.models.DeadLetter` (``traceback`` if there was one).
+    Called per message, as soon as its result is known.
     """
     now = timezone.now()
-    to_retry: list[int] = []
-    with transaction.atomic():
-        for delivery, result in zip(deliveries, results, strict=True):
-            delivery.attempts += 1
-            delivery.next_attempt_at = None
-            if result.outcome is Outcome.SENT:
-                delivery.status, delivery.sent_at, delivery.last_error = Delivery.Status.SENT, now, ""
-            elif result.outcome is Outcome.RETRY and delivery.attempts < max_attempts:
-                delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
-                delivery.next_attempt_at = now + timedelta(seconds=retry_in)
-                to_retry.append(delivery.pk)
-            else:
-                delivery.status, delivery.last_error = Delivery.Status.FAILED, result.reason
-                delivery.reason = (
-                    f"gave up after {delivery.attempts} attempts"
-                    if result.outcome is Outcome.RETRY
-                    else "permanent failure"
-                )
-            delivery.claimed_by, delivery.claimed_until = "", None
-        Delivery.objects.bulk_update(
-            list(deliveries),
-            [
-                "attempts",
-                "status",
-                "sent_at",
-                "last_error",
-                "reason",
-                "next_attempt_at",
-                "claimed_by",
-                "claimed_until",
-                "updated_at",
-            ],
+    delivery.attempts += 1
+    delivery.claimed_by, delivery.claimed_until, delivery.next_attempt_at = "", None, None
+    retry = False
+    if result.outcome is Outcome.SENT:
+        delivery.status, delivery.sent_at, delivery.last_error = Delivery.Status.SENT, now, ""
+    elif result.outcome is Outcome.RETRY and not final:
+        delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
+        delivery.next_attempt_at = now + timedelta(seconds=retry_in)
+        retry = True
+    else:
+        delivery.status, delivery.last_error = Delivery.Status.DEAD, result.reason
+        delivery.reason = (
+            f"gave up after {delivery.attempts} attempts" if result.outcome is Outcome.RETRY else "permanent failure"
         )
-    return to_retry
+    fields = ["attempts", "status", "sent_at", "last_error", "reason", "next_attempt_at", "claimed_by", "claimed_until"]
+    with transaction.atomic():
+        delivery.save(update_fields=[*fields, "updated_at"])
+        if delivery.status == Delivery.Status.DEAD:
+            dead_letter_record(
+                kind=DeadLetter.Kind.DELIVERY,
+                task="notiflow.deliveries_send",
+                task_id=task_id,
+                args=[delivery.method, [delivery.pk]],
+                exception=f"{delivery.reason}: {result.reason}",
+                traceback=traceback,
+                attempts=delivery.attempts,
+                event_id=delivery.notification.event_id,
+                recipient_id=delivery.notification.recipient_id,
+                method=delivery.method,
+                delivery_id=delivery.pk,
+            )
+    return retry
 
 
 def notification_mark_read(*, user_id: int, notification_id: int) -> bool:

@@ -4,28 +4,104 @@ The chain for each chunk of an event's audience is
 ``notiflow.preferences_check`` → ``notiflow.notifications_persist`` →
 ``notiflow.deliveries_fan_out`` (queue ``events``); fan-out sends batches to
 ``notiflow.deliveries_send`` on each method's queue (``deliver.<alias>``) and
-to ``notiflow.digest_append`` (queue ``digest``). celery beat runs
-``notiflow.digests_flush_due`` and ``notiflow.outbox_relay``.
+to ``notiflow.digest_append`` (queue ``digest``), then starts the chain of
+the next chunk. celery beat runs ``notiflow.digests_flush_due``,
+``notiflow.outbox_relay`` and ``notiflow.pipeline_recover``. Dead letters are
+announced by ``notiflow.dead_letter`` on the ``dead_letter`` queue.
 Tasks take ids and JSON, never model instances.
+
+Failures (see :class:`PipelineTask`): a database error is retried with
+backoff; a broker error is left to the recovery sweep; anything else is
+dead-lettered, with the task, its arguments and the rest of its chain.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import Task, chain, shared_task
+from billiard.einfo import ExceptionInfo
+from celery import Task, chain, current_app, shared_task
+from django.db import OperationalError as DatabaseOperationalError
+from django.dispatch import Signal
 from django.utils import timezone
+from kombu.exceptions import ChannelError  # type: ignore[attr-defined]  # missing from the kombu stubs
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from redis.exceptions import RedisError
 
 from delivery.base import DeliveryResult, Outcome
 from delivery.registry import methods
 from pipeline import digests, services
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
+from pipeline.deadletters import dead_letter_record
 from pipeline.events import Audience, event_publish
-from pipeline.models import Event
+from pipeline.models import DeadLetter, Delivery, Event
 from pipeline.preferences import Decision, preferences_resolve
+
+logger = logging.getLogger(__name__)
+
+#: Sent by the default consumer of the ``dead_letter`` queue, with ``dead_letter`` (a
+#: :class:`~pipeline.models.DeadLetter`): connect a receiver to alert someone.
+dead_lettered = Signal()
+
+BROKER_ERRORS = (BrokerOperationalError, RedisError, ConnectionError)
+
+
+def _event_id_in(args: Any) -> str | None:
+    """The event id a pipeline task works on, from its first argument (an id, or a dict holding one)."""
+    first = args[0] if args else None
+    candidate = first.get("event_id") if isinstance(first, dict) else first
+    try:
+        return str(uuid.UUID(str(candidate)))
+    except ValueError:
+        return None
+
+
+class PipelineTask(Task):
+    """Base class of the pipeline's tasks.
+
+    - ``django.db.OperationalError`` (a locked or lost database) is retried
+      with exponential backoff and jitter, up to 5 times.
+    - A broker error (Redis down) is logged and left to
+      ``notiflow.pipeline_recover``: the database still says the work is due.
+    - Any other exception makes a dead letter (:meth:`dead_letter`).
+    """
+
+    autoretry_for = (DatabaseOperationalError,)
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 5
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
+        if isinstance(exc, BROKER_ERRORS):
+            logger.warning(
+                "%s[%s]: broker unreachable (%s); the recovery sweep will queue it again", self.name, task_id, exc
+            )
+            return
+        try:
+            self.dead_letter(exc, task_id, list(args), dict(kwargs), str(einfo))
+        except Exception:
+            logger.exception("%s[%s] failed and its dead letter could not be stored", self.name, task_id)
+
+    def dead_letter(self, exc: Exception, task_id: str, args: list[Any], kwargs: dict[str, Any], tb: str) -> None:
+        """Record this failure as a STEP dead letter; replaying it runs this task and the rest of its chain."""
+        dead_letter_record(
+            kind=DeadLetter.Kind.STEP,
+            task=self.name,
+            task_id=task_id,
+            args=args,
+            kwargs=kwargs,
+            chain=list(self.request.chain or []),
+            exception=f"{type(exc).__name__}: {exc}",
+            traceback=tb,
+            attempts=self.request.retries + 1,
+            event_id=_event_id_in(args),
+        )
 
 
 def event_start(*, event_id: uuid.UUID | str, after_user_id: int = 0) -> None:
@@ -37,12 +113,12 @@ def event_start(*, event_id: uuid.UUID | str, after_user_id: int = 0) -> None:
     ).apply_async()
 
 
-@shared_task(name="notiflow.preferences_check")
+@shared_task(name="notiflow.preferences_check", base=PipelineTask)
 def preferences_check(event_id: str, after_user_id: int = 0) -> dict[str, Any]:
-    """Expand one chunk of the audience and decide every (recipient, method).
+    """Expand one chunk of the audience (user ids after ``after_user_id``) and decide every (recipient, method).
 
-    Queues the chain for the next chunk when this one is full. Returns
-    ``{"event_id": str, "plan": {"<user_id>": {method: [action, digest, reason]}}}``.
+    Returns ``{"event_id": str, "plan": {"<user_id>": {method: [action, digest, reason]}},
+    "last_user_id": int, "more": bool}``; ``more`` when the chunk is full and another may follow.
     """
     event = Event.objects.get(pk=event_id)
     spec = catalogue.get(event.event_type)
@@ -50,30 +126,42 @@ def preferences_check(event_id: str, after_user_id: int = 0) -> dict[str, Any]:
     size = notiflow_settings.AUDIENCE_CHUNK_SIZE
     recipients = audience.recipients(exclude=None if event.include_actor else event.actor_id)
     user_ids = list(recipients.filter(pk__gt=after_user_id).values_list("pk", flat=True)[:size])
-    if len(user_ids) == size:
-        event_start(event_id=event_id, after_user_id=user_ids[-1])
     plan = preferences_resolve(event_type=spec, user_ids=user_ids)
     return {
         "event_id": event_id,
         "plan": {str(uid): {m: d.as_json() for m, d in per_method.items()} for uid, per_method in plan.items()},
+        "last_user_id": user_ids[-1] if user_ids else after_user_id,
+        "more": len(user_ids) == size,
     }
 
 
-@shared_task(name="notiflow.notifications_persist")
+@shared_task(name="notiflow.notifications_persist", base=PipelineTask)
 def notifications_persist(checked: dict[str, Any]) -> dict[str, Any]:
-    """Store the notifications and deliveries of one chunk; returns what to fan out."""
+    """Store the notifications and deliveries of one chunk; returns what to fan out.
+
+    Returns ``{"event_id", "send": {method: [delivery id]}, "digest": [delivery id], "last_user_id", "more"}``.
+    Raises Django template errors for an event that cannot render (dead-lettered).
+    """
     plan = {
         int(uid): {m: Decision.from_json(d) for m, d in per_method.items()}
         for uid, per_method in checked["plan"].items()
     }
-    return services.notifications_persist(event_id=checked["event_id"], plan=plan)
+    persisted = services.notifications_persist(event_id=checked["event_id"], plan=plan)
+    return {
+        **persisted,
+        "event_id": checked["event_id"],
+        "last_user_id": checked["last_user_id"],
+        "more": checked["more"],
+    }
 
 
-@shared_task(name="notiflow.deliveries_fan_out")
+@shared_task(name="notiflow.deliveries_fan_out", base=PipelineTask)
 def deliveries_fan_out(persisted: dict[str, Any]) -> dict[str, int]:
-    """Queue one ``deliveries_send`` per method per batch, and the digest appends.
+    """Queue one ``deliveries_send`` per method per batch and the digest appends, then the next chunk.
 
-    Returns ``{method or "digest": number of deliveries queued}``.
+    Chunks run one after the other, so the event's ``progress_user_id`` and
+    ``completed_at`` say exactly how far its fan-out got (the recovery sweep
+    resumes from there). Returns ``{method or "digest": number of deliveries queued}``.
     """
     size = notiflow_settings.DELIVERY_BATCH_SIZE
     counts: dict[str, int] = {}
@@ -85,38 +173,88 @@ def deliveries_fan_out(persisted: dict[str, Any]) -> dict[str, int]:
     for start in range(0, len(digest_ids), size):
         digest_append.delay(digest_ids[start : start + size])
     counts["digest"] = len(digest_ids)
+    event_id, last_user_id = persisted["event_id"], int(persisted["last_user_id"])
+    if persisted["more"]:
+        Event.objects.filter(pk=event_id).update(progress_user_id=last_user_id, published_at=timezone.now())
+        event_start(event_id=event_id, after_user_id=last_user_id)
+    else:
+        Event.objects.filter(pk=event_id).update(progress_user_id=last_user_id, completed_at=timezone.now())
     return counts
 
 
 def _countdown(task: Task, policy: dict[str, float]) -> float:
-    """Seconds before the task's next attempt under a method's retry policy."""
+    """Seconds before the task's next attempt: full-jitter backoff under a method's retry policy."""
     return services.retry_countdown(
         attempt=task.request.retries + 1, base=policy["BACKOFF_BASE"], cap=policy["BACKOFF_CAP"]
     )
 
 
-@shared_task(name="notiflow.deliveries_send", bind=True, max_retries=None)
+class DeliveryTask(PipelineTask):
+    """``deliveries_send``: an unexpected exception makes each unsent delivery of the batch a dead letter."""
+
+    def dead_letter(self, exc: Exception, task_id: str, args: list[Any], kwargs: dict[str, Any], tb: str) -> None:
+        method, delivery_ids = args[0], args[1]
+        for delivery in services.deliveries_pending(method=method, delivery_ids=delivery_ids):
+            services.delivery_record(
+                delivery=delivery,
+                result=DeliveryResult.failed(f"{type(exc).__name__}: {exc}"),
+                final=True,
+                retry_in=0,
+                task_id=task_id,
+                traceback=tb,
+            )
+
+
+@shared_task(name="notiflow.deliveries_send", bind=True, base=DeliveryTask, max_retries=None)
 def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[str, int]:
     """Send a batch through one delivery method; retry only the transient failures.
 
-    Returns ``{"sent": n, "retrying": n, "failed": n}`` for this attempt.
+    Each result is recorded as soon as the method yields it. Retries follow
+    the method's ``RETRY`` policy; when its ``MAX_ATTEMPTS`` are used up, or
+    the failure is permanent, the delivery is dead-lettered. Returns
+    ``{"sent": n, "retrying": n, "dead": n}`` for this attempt.
     """
     deliveries = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=str(self.request.id))
+    counts = {"sent": 0, "retrying": 0, "dead": 0}
     if not deliveries:
-        return {"sent": 0, "retrying": 0, "failed": 0}
-    results = methods.get(method).send(services.delivery_messages(deliveries=deliveries))
+        return counts
     policy = methods.retry_policy(method)
+    final = self.request.retries + 1 >= int(policy["MAX_ATTEMPTS"])
     countdown = _countdown(self, policy)
-    to_retry = services.deliveries_record(
-        deliveries=deliveries, results=results, max_attempts=int(policy["MAX_ATTEMPTS"]), retry_in=countdown
-    )
-    sent = sum(r.outcome is Outcome.SENT for r in results)
+    results = iter(methods.get(method).send(services.delivery_messages(deliveries=deliveries)))
+    to_retry: list[int] = []
+    for delivery in deliveries:
+        tb = ""
+        try:
+            result = next(results)
+        except StopIteration:
+            result = DeliveryResult.failed(f"the {method} method returned no result for this message")
+        except Exception as exc:  # noqa: BLE001 - a method that raises: its unsent messages are dead-lettered
+            result, tb = DeliveryResult.failed(f"{type(exc).__name__}: {exc}"), traceback.format_exc()
+            results = iter(())
+        if result.outcome is Outcome.RETRY and result.retry_after is not None:
+            # The provider asked for a later retry (an HTTP Retry-After, say): the batch waits for it.
+            countdown = max(countdown, min(result.retry_after, float(policy["BACKOFF_CAP"])))
+            Delivery.objects.filter(pk__in=to_retry).update(
+                next_attempt_at=timezone.now() + timedelta(seconds=countdown)
+            )
+        retry = services.delivery_record(
+            delivery=delivery,
+            result=result,
+            final=final,
+            retry_in=countdown,
+            task_id=str(self.request.id),
+            traceback=tb,
+        )
+        if retry:
+            to_retry.append(delivery.pk)
+        counts[delivery.status] += 1  # "sent", "retrying" or "dead"
     if to_retry:
         raise self.retry(args=(method, to_retry), countdown=countdown, queue=methods.queue(method))
-    return {"sent": sent, "retrying": 0, "failed": len(deliveries) - sent}
+    return counts
 
 
-@shared_task(name="notiflow.digest_append")
+@shared_task(name="notiflow.digest_append", base=PipelineTask)
 def digest_append(delivery_ids: list[int]) -> int:
     """Add digest deliveries to their open windows; returns how many were added."""
     return digests.digest_entries_append(delivery_ids=delivery_ids)
@@ -135,10 +273,32 @@ def digests_flush_due(as_of: str | None = None) -> list[int]:
     return claimed
 
 
-@shared_task(name="notiflow.digest_send", bind=True, max_retries=None)
+class DigestTask(PipelineTask):
+    """``digest_send``: an unexpected exception fails the window and dead-letters it."""
+
+    def dead_letter(self, exc: Exception, task_id: str, args: list[Any], kwargs: dict[str, Any], tb: str) -> None:
+        found = digests.digest_window_claim(window_id=args[0], claimer=task_id)
+        if found is not None:
+            window, deliveries = found
+            digests.digest_record(
+                window=window,
+                deliveries=deliveries,
+                result=DeliveryResult.failed(f"{type(exc).__name__}: {exc}"),
+                final=True,
+                task_id=task_id,
+                attempts=self.request.retries + 1,
+                traceback=tb,
+            )
+
+
+@shared_task(name="notiflow.digest_send", bind=True, base=DigestTask, max_retries=None)
 def digest_send(self: Task, window_id: int) -> int:
-    """Send one claimed digest window as one message; returns how many notifications it listed."""
-    found = digests.digest_window_deliveries(window_id=window_id)
+    """Send one claimed digest window as one message; returns how many notifications it listed.
+
+    Transient failures are retried under the method's ``RETRY`` policy; a
+    permanent one, or the last attempt, fails the window and dead-letters it.
+    """
+    found = digests.digest_window_claim(window_id=window_id, claimer=str(self.request.id))
     if found is None:
         return 0
     window, deliveries = found
@@ -146,12 +306,21 @@ def digest_send(self: Task, window_id: int) -> int:
         digests.digest_record(window=window, deliveries=[], result=DeliveryResult.sent(), final=True)
         return 0
     message = digests.digest_message(window=window, deliveries=deliveries)
-    (result,) = methods.get(window.method).send([message])
+    (result,) = list(methods.get(window.method).send([message]))
     policy = methods.retry_policy(window.method)
     final = self.request.retries + 1 >= int(policy["MAX_ATTEMPTS"])
-    digests.digest_record(window=window, deliveries=deliveries, result=result, final=final)
+    countdown = _countdown(self, policy)
+    digests.digest_record(
+        window=window,
+        deliveries=deliveries,
+        result=result,
+        final=final,
+        retry_in=countdown,
+        task_id=str(self.request.id),
+        attempts=self.request.retries + 1,
+    )
     if result.outcome is Outcome.RETRY and not final:
-        raise self.retry(countdown=_countdown(self, policy))
+        raise self.retry(countdown=countdown)
     return len(deliveries)
 
 
@@ -163,3 +332,50 @@ def outbox_relay() -> int:
         Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)[:500]
     )
     return sum(event_publish(event_id=event_id) for event_id in ids)
+
+
+def queue_is_idle(name: str) -> bool:
+    """True when the broker holds no message waiting in queue ``name`` (a missing Redis list is empty)."""
+    with current_app.connection_for_read() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
+            return int(declared.message_count) == 0
+        except ChannelError:
+            return True
+
+
+@shared_task(name="notiflow.pipeline_recover")
+def pipeline_recover() -> dict[str, int]:
+    """Queue again the work the broker lost (see :mod:`pipeline.recovery`); returns how much of each kind."""
+    from pipeline.recovery import stale_work_claim
+
+    stale = stale_work_claim(now=timezone.now(), idle=queue_is_idle)
+    for event_id, after in stale.events:
+        event_start(event_id=event_id, after_user_id=after)
+    size = notiflow_settings.DELIVERY_BATCH_SIZE
+    for method, ids in stale.deliveries.items():
+        for start in range(0, len(ids), size):
+            deliveries_send.apply_async((method, ids[start : start + size]), queue=methods.queue(method))
+    for start in range(0, len(stale.digest_appends), size):
+        digest_append.delay(stale.digest_appends[start : start + size])
+    for window_id in stale.windows:
+        digest_send.delay(window_id)
+    counts = stale.counts()
+    if any(counts.values()):
+        logger.warning("Recovery sweep queued lost work again: %s", counts)
+    return counts
+
+
+@shared_task(name="notiflow.dead_letter")
+def dead_letter(dead_letter_id: int) -> str:
+    """The default consumer of the ``dead_letter`` queue: log the dead letter and send :data:`dead_lettered`.
+
+    Returns a one-line summary (shown in Flower).
+    """
+    letter = DeadLetter.objects.filter(pk=dead_letter_id).select_related("event").first()
+    if letter is None:
+        return f"dead letter {dead_letter_id} no longer exists"
+    dead_lettered.send(sender=DeadLetter, dead_letter=letter)
+    summary = f"{letter}: {letter.exception}"
+    logger.error("%s", summary)
+    return summary

@@ -103,6 +103,10 @@ WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 # Redis: broker (db 0) and channel layer (db 1) by default.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Seconds Redis waits for a worker to acknowledge a message before handing it to another
+# worker: a message held by a worker killed with SIGKILL comes back after this long.
+# celeryconfig refuses a value not longer than the longest retry countdown.
+BROKER_VISIBILITY_TIMEOUT = env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)
 CHANNEL_LAYER_REDIS_URL = env("CHANNEL_LAYER_REDIS_URL", default=urlsplit(REDIS_URL)._replace(path="/1").geturl())
 CHANNEL_LAYERS = {
     "default": {
