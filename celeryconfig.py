@@ -11,8 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from delivery.registry import methods
-from pipeline.conf import notiflow_settings
-from pipeline.deadletters import DEAD_LETTER_QUEUE
+from pipeline.conf import DEAD_LETTER_QUEUE, notiflow_settings
 
 broker_url = settings.REDIS_URL
 broker_connection_retry_on_startup = True

@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
 
 _JWT_KEYS = frozenset(DEFAULTS["JWT"])
 
+#: The Celery queue on which every new dead letter is announced (task ``notiflow.dead_letter``).
+DEAD_LETTER_QUEUE = "dead_letter"
+
 
 class NotiflowSettings:
     """Attribute access to ``settings.NOTIFLOW`` merged over :data:`DEFAULTS`.

@@ -29,11 +29,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from pipeline.conf import DEAD_LETTER_QUEUE
 from pipeline.models import DeadLetter, Delivery, DigestWindow
 
 logger = logging.getLogger(__name__)
-
-DEAD_LETTER_QUEUE = "dead_letter"
 
 
 def dead_letter_record(

@@ -13,8 +13,11 @@ from webapp.stack import Stack
 
 @pytest.fixture(scope="session")
 def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
-    """Real Redis, SMTP (aiosmtpd), ASGI server (daphne) and Celery worker, sharing the test database."""
-    STACK.start(log_to=VAR_DIR / "stack.log")
+    """Real Redis, SMTP (aiosmtpd), ASGI server (daphne), Celery worker and celery beat, sharing the test database.
+
+    Each process runs under its own honcho, so fault-injection tests can stop, kill and restart one.
+    """
+    STACK.start(log_to=VAR_DIR / "stack.log", separately=True)
     try:
         STACK.wait_ready(timeout=120)
         yield STACK

@@ -19,7 +19,7 @@ os.environ["NOTIFLOW_TEST_RECORD"] = str(VAR_DIR / "recorded.jsonl")
 
 STACK = Stack(
     var_dir=VAR_DIR,
-    processes=("redis", "smtp", "web", "worker"),
+    processes=("redis", "smtp", "web", "worker", "beat"),
     settings_module="tests.settings",
 )
 STACK.prepare(fresh=True)

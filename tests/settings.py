@@ -25,3 +25,10 @@ NOTIFLOW["EVENT_TYPES"] = {
         "digestible": True,
     },
 }
+
+# Short clocks, so that retries, the outbox relay and the recovery sweep act within a test's time.
+NOTIFLOW["RETRY"] = {"BACKOFF_BASE": 0.5, "BACKOFF_CAP": 3.0, "MAX_ATTEMPTS": 100}
+NOTIFLOW["OUTBOX_RELAY_AFTER"] = 2
+NOTIFLOW["SWEEP_INTERVAL"] = 2
+NOTIFLOW["RECOVER_AFTER"] = 10
+NOTIFLOW["DELIVERY_LEASE"] = 30

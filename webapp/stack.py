@@ -91,7 +91,8 @@ class Stack:
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{var_dir / 'db.sqlite3'}"),
             **(extra_env or {}),
         }
-        self._honcho: subprocess.Popen[bytes] | None = None
+        # One honcho for all the processes, or (``separately``) one per process, by process name.
+        self._honchos: dict[str, subprocess.Popen[bytes]] = {}
         self._log: IO[bytes] | None = None
 
     # -- URLs -------------------------------------------------------------
@@ -127,21 +128,28 @@ class Stack:
         """Run ``manage.py <args>`` with the stack's environment; raise on failure."""
         subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT, check=True)
 
-    def start(self, *, log_to: Path | None = None, processes: Sequence[str] | None = None) -> None:
-        """Start honcho with ``processes`` (default: the stack's). Output goes to ``log_to`` or this terminal."""
+    def start(
+        self, *, log_to: Path | None = None, processes: Sequence[str] | None = None, separately: bool = False
+    ) -> None:
+        """Start honcho with ``processes`` (default: the stack's). Output goes to ``log_to`` or this terminal.
+
+        ``separately`` runs one honcho per process, so that one process can be
+        stopped, killed and started again while the others run (fault injection).
+        """
         if shutil.which("redis-server", path=self.env["PATH"]) is None and "redis" in self.processes:
             raise StackError("redis-server is not installed: run `make redis` or `apt-get install redis-server`.")
         names = list(processes or self.processes)
-        if log_to is not None:
+        if log_to is not None and self._log is None:
             self._log = open(log_to, "ab")  # noqa: SIM115 - closed in stop()
-        self._honcho = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start", *names],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT if self._log else None,
-            start_new_session=True,
-        )
+        for group in [[name] for name in names] if separately else [names]:
+            self._honchos[group[0] if separately else "all"] = subprocess.Popen(
+                [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"), "-d", str(ROOT), "start", *group],
+                env=self.env,
+                cwd=ROOT,
+                stdout=self._log,
+                stderr=subprocess.STDOUT if self._log else None,
+                start_new_session=True,
+            )
 
     def wait_ready(self, *, timeout: float = 90.0, processes: Sequence[str] | None = None) -> None:
         """Block until every process answers; raise :class:`StackError` naming the ones that do not."""
@@ -158,8 +166,9 @@ class Stack:
             waiting.remove("redis")
         deadline = time.monotonic() + timeout
         while waiting:
-            if self._honcho is not None and self._honcho.poll() is not None:
-                raise StackError(f"honcho exited ({self._honcho.returncode}) before {', '.join(waiting)} became ready.")
+            exited = [name for name, honcho in self._honchos.items() if honcho.poll() is not None]
+            if exited:
+                raise StackError(f"honcho ({', '.join(exited)}) exited before {', '.join(waiting)} became ready.")
             waiting = [p for p in waiting if not _safe(checks[p])]
             if waiting and time.monotonic() > deadline:
                 raise StackError(f"not ready after {timeout:.0f} s: {', '.join(waiting)}")
@@ -168,23 +177,46 @@ class Stack:
 
     def wait(self) -> int:
         """Block until honcho exits (one process died, or a signal); return its exit code."""
-        if self._honcho is None:
-            raise StackError("the stack is not started")
-        return self._honcho.wait()
+        if "all" not in self._honchos:
+            raise StackError("the stack is not started as one honcho")
+        return self._honchos["all"].wait()
 
     def stop(self, *, timeout: float = 20.0) -> None:
-        """Stop every process: SIGTERM to honcho (it stops its children), SIGKILL after ``timeout`` s."""
-        if self._honcho is not None and self._honcho.poll() is None:
-            os.killpg(self._honcho.pid, signal.SIGTERM)
-            try:
-                self._honcho.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._honcho.pid, signal.SIGKILL)
-                self._honcho.wait()
-        self._honcho = None
+        """Stop every process: SIGTERM to each honcho (it stops its children), SIGKILL after ``timeout`` s."""
+        for name in list(self._honchos):
+            self.stop_process(name, timeout=timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def stop_process(self, name: str, *, timeout: float = 20.0) -> None:
+        """Stop the honcho running ``name`` (started ``separately``) and wait for it; SIGKILL after ``timeout`` s."""
+        honcho = self._honchos.pop(name, None)
+        if honcho is None or honcho.poll() is not None:
+            return
+        os.killpg(honcho.pid, signal.SIGTERM)
+        try:
+            honcho.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            honcho.wait()
+
+    def kill_worker(self) -> int:
+        """SIGKILL the Celery worker's main process, as ``kill -9 <pid>`` would; return its pid.
+
+        Its honcho exits with it; :meth:`start` ``(processes=["worker"], separately=True)`` starts a new one.
+        """
+        from worker import app
+
+        replies = app.control.inspect(timeout=2.0).stats() or {}
+        if len(replies) != 1:
+            raise StackError(f"expected one worker to answer, got {sorted(replies)}")
+        pid = int(next(iter(replies.values()))["pid"])
+        os.kill(pid, signal.SIGKILL)
+        honcho = self._honchos.pop("worker", None)
+        if honcho is not None:
+            honcho.wait(timeout=30)
+        return pid
 
     # -- checks -----------------------------------------------------------
     def _redis_ready(self) -> bool:
