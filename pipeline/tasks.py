@@ -331,7 +331,12 @@ def outbox_relay() -> int:
     ids = list(
         Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)[:500]
     )
-    return sum(event_publish(event_id=event_id) for event_id in ids)
+    published = 0
+    for event_id in ids:
+        if not event_publish(event_id=event_id, force=True):
+            break  # the broker went away again: the rest waits for the next run
+        published += 1
+    return published
 
 
 def queue_is_idle(name: str) -> bool:

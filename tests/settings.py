@@ -1,9 +1,14 @@
 """Test settings: the test settings plus a delivery method and event types defined only in tests."""
 
 import os
+from pathlib import Path
 
 from webapp.settings.test import *  # noqa: F403
-from webapp.settings.test import NOTIFLOW
+from webapp.settings.test import NOTIFLOW, TEMPLATES
+
+# Templates of the test-only event types, for both engines (HTML and plain text).
+for _engine in TEMPLATES:
+    _engine["DIRS"] = [Path(__file__).parent / "support" / "templates"]
 
 NOTIFLOW["DELIVERY_METHODS"] = {
     "email": {"BACKEND": "delivery.email.EmailMethod"},
@@ -17,6 +22,9 @@ NOTIFLOW["DELIVERY_METHODS"] = {
 NOTIFLOW["EVENT_TYPES"] = {
     **NOTIFLOW["EVENT_TYPES"],
     "test.recorded": {"category": "tests", "methods": ["recording"], "template": "announcement_posted"},
+    # The fault-injection drills (webapp/faults.py): email only; data {"run", "seq", "poison"?}.
+    # A poison event's title includes a template that does not exist, so it cannot render.
+    "test.fault": {"category": "tests", "methods": ["email"], "template": "fault"},
     "test.critical": {
         "category": "critiques",
         "methods": ["websocket", "email"],

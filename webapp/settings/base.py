@@ -6,6 +6,7 @@ Every variable is listed, with its default, in ``.env.example``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import django_stubs_ext
@@ -132,7 +133,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 
-NOTIFLOW = {
+NOTIFLOW: dict[str, Any] = {
     "EVENT_TYPES": {
         "critique.created": {
             "category": "critiques",

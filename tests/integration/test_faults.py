@@ -1,0 +1,127 @@
+"""Fault injection on the real processes: nothing lost, nothing doubled (issue 3's six scenarios).
+
+Each test kills, stops or replaces one process of the session's stack and
+puts it back before it ends (webapp/faults.py does the work; bench/faults.py
+runs the same drills and prints their figures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from pipeline.models import DeadLetter, Delivery, Notification
+from webapp import faults
+from webapp.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def recipients(db: Any) -> list[int]:
+    User = get_user_model()
+    return [User.objects.create_user(username=f"r{i}", email=f"r{i}@example.com").pk for i in range(10)]
+
+
+@pytest.fixture
+def faulty(stack: Stack) -> Iterator[Stack]:
+    """The stack; after the test, every process that a drill stopped is started again."""
+    yield stack
+    missing = [name for name in stack.processes if name not in stack._honchos]  # noqa: SLF001 - test-side check
+    if missing:
+        stack.start(processes=missing, separately=True)
+        stack.wait_ready(processes=missing)
+
+
+def assert_everything_delivered_once(report: faults.DrillReport, size: int) -> None:
+    """``size`` notifications stored and ``size`` emails received, each exactly once, and no stray email."""
+    assert report.notifications == size
+    assert report.emails == size
+    assert report.duplicates == 0
+    assert report.lost == 0
+    assert report.notes["emails_of_no_delivery"] == 0
+
+
+def test_1_worker_killed_with_sigkill_while_1000_events_are_in_flight(faulty, recipients):
+    report = faults.drill_worker_killed(faulty, recipients, size=1000)
+
+    assert report.in_flight > 0, "the worker was killed after everything was already sent"
+    assert report.events == 1000
+    assert_everything_delivered_once(report, 1000)
+    assert report.dead_letters == 0
+    statuses = set(Delivery.objects.filter(notification__recipient_id__in=recipients).values_list("status", flat=True))
+    assert statuses == {"sent"}
+
+
+def test_2_redis_restarted_in_the_middle_of_a_run(faulty, recipients):
+    report = faults.drill_redis_restarted(faulty, recipients, size=300)
+
+    assert report.in_flight > 0
+    assert_everything_delivered_once(report, 300)
+    assert report.dead_letters == 0
+
+
+def test_3_broker_down_for_30_seconds_while_the_application_emits(faulty, recipients):
+    # drill_broker_down calls emit_event() throughout the outage: one exception would fail the test.
+    report = faults.drill_broker_down(faulty, recipients, size=100, outage=30.0)
+
+    assert report.in_flight == 100, "something was delivered while the broker was down"
+    assert_everything_delivered_once(report, 100)
+    assert report.dead_letters == 0
+    # The circuit breaker: only the first call waits for the broker; the others return at once.
+    assert report.notes["emit_seconds"] < 30.0
+
+
+def test_4a_smtp_down_for_60_seconds_retries_and_delivers_without_dead_letters(faulty, recipients):
+    report = faults.drill_smtp_down(faulty, recipients, size=100, outage=60.0)
+
+    assert report.in_flight == 100
+    assert_everything_delivered_once(report, 100)
+    assert report.dead_letters == 0
+    attempts = list(Delivery.objects.filter(notification__recipient_id__in=recipients).values_list("attempts", flat=True))
+    assert min(attempts) >= 2, "some email went out at the first attempt although the server was down"
+
+
+def test_4b_smtp_rejecting_permanently_dead_letters_and_replay_delivers_each_once(faulty, recipients):
+    report = faults.drill_smtp_rejects(faulty, recipients, size=50)
+
+    assert report.notes["dead_before_replay"] == 50
+    assert_everything_delivered_once(report, 50)
+    letters = DeadLetter.objects.filter(delivery__notification__recipient_id__in=recipients)
+    assert letters.count() == 50
+    assert set(letters.values_list("status", "kind", "attempts")) == {("replayed", "delivery", 1)}
+    assert all("550" in e for e in letters.values_list("exception", flat=True))
+
+
+def test_5_a_poison_event_is_dead_lettered_while_the_events_around_it_are_delivered(faulty, recipients):
+    report = faults.drill_poison(faulty, recipients, size=41)
+
+    assert_everything_delivered_once(report, 40)  # one of the 41 is the poison event: no notification
+    assert report.events == 41
+    (letter,) = DeadLetter.objects.filter(kind="step")
+    assert letter.task == "notiflow.notifications_persist"
+    assert letter.event is not None and letter.event.data["poison"] is True
+    assert "TemplateDoesNotExist" in letter.exception
+    assert "Traceback" in letter.traceback
+    assert [step["task"] for step in letter.chain] == ["notiflow.deliveries_fan_out"]
+    assert not Notification.objects.filter(event=letter.event).exists()
+
+
+def test_6_bad_input_raises_the_documented_error_and_queues_nothing(faulty, recipients):
+    report = faults.drill_bad_input(faulty, recipients)
+
+    assert report.notes["errors"] == {
+        "unknown event type": "UnknownEventType",
+        "audience of the wrong type": "InvalidAudience",
+        "data not a dict": "InvalidEventData",
+        "data not serialisable": "InvalidEventData",
+        "data oversized": "InvalidEventData",
+        "empty audience": "InvalidAudience",
+        "unknown user ids": "InvalidAudience",
+        "actor of the wrong type": "InvalidActor",
+    }
+    assert report.notes["outbox_rows_added"] == 0
+    assert report.notes["broker_messages_added"] == 0
