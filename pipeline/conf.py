@@ -29,10 +29,14 @@ Keys (defaults in :data:`DEFAULTS`):
 ``RETRY``
     ``{"BACKOFF_BASE": seconds, "BACKOFF_CAP": seconds, "MAX_ATTEMPTS": int}``,
     the default retry policy of every delivery method (an entry in
-    ``DELIVERY_METHODS`` may override it with its own ``"RETRY"``). Full-jitter
-    exponential backoff: attempt *n* waits ``uniform(0, min(CAP, BASE * 2**n))``;
-    the defaults (5 s, 10 min, 8 attempts) spread retries over roughly half an
-    hour, about what hosted notification services do.
+    ``DELIVERY_METHODS`` may override it with its own ``"RETRY"``). "Full
+    jitter" exponential backoff (Marc Brooker, "Exponential Backoff And
+    Jitter", AWS Architecture Blog, 2015): after attempt *n* the next waits
+    ``uniform(0, min(CAP, BASE * 2**n))`` seconds. With the defaults (5 s,
+    10 min, 10 attempts) the nine waits add up to 20 minutes on average and
+    40 at most: the half-hour order of the retry windows hosted notification
+    services use, spread so that a recovering provider is not hit by every
+    retry at once.
 ``OUTBOX_RELAY_AFTER``
     Seconds an event may stay unpublished before the celery beat relay
     publishes it again (the broker was down when it was emitted).
@@ -88,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_LEASE": 300,
     "RECOVER_AFTER": 300,
     "SWEEP_INTERVAL": 30,
-    "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 8},
+    "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 10},
 }
 
 _JWT_KEYS = frozenset(DEFAULTS["JWT"])

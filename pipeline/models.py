@@ -285,6 +285,9 @@ class DeadLetter(models.Model):
     traceback = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    announced_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the dead_letter queue's consumer received it."
+    )
     replayed_at = models.DateTimeField(null=True, blank=True)
     replayed_by = models.CharField(max_length=150, blank=True)
     replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")

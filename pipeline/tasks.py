@@ -373,14 +373,14 @@ def pipeline_recover() -> dict[str, int]:
 
 @shared_task(name="notiflow.dead_letter")
 def dead_letter(dead_letter_id: int) -> str:
-    """The default consumer of the ``dead_letter`` queue: log the dead letter and send :data:`dead_lettered`.
-
-    Returns a one-line summary (shown in Flower).
+    """The default consumer of the ``dead_letter`` queue: log the dead letter, send :data:`dead_lettered`
+    and stamp ``announced_at``. Returns a one-line summary (shown in Flower).
     """
     letter = DeadLetter.objects.filter(pk=dead_letter_id).select_related("event").first()
     if letter is None:
         return f"dead letter {dead_letter_id} no longer exists"
     dead_lettered.send(sender=DeadLetter, dead_letter=letter)
+    DeadLetter.objects.filter(pk=letter.pk, announced_at__isnull=True).update(announced_at=timezone.now())
     summary = f"{letter}: {letter.exception}"
     logger.error("%s", summary)
     return summary

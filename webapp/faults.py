@@ -66,12 +66,23 @@ class DrillReport:
     recover_seconds: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
 
-    HEADER = ("scenario", "events", "stored", "emails", "duplicates", "lost", "dead letters", "recover (s)")
+    HEADER = (
+        "scenario",
+        "events",
+        "in flight at fault",
+        "stored",
+        "emails",
+        "duplicates",
+        "lost",
+        "dead letters",
+        "recover (s)",
+    )
 
     def row(self) -> tuple[str, ...]:
         return (
             self.scenario,
             str(self.events),
+            str(self.in_flight),
             str(self.notifications),
             str(self.emails),
             str(self.duplicates),

@@ -7,6 +7,7 @@ runs the same drills and prints their figures).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.contrib.auth import get_user_model
 
 from pipeline.models import DeadLetter, Delivery, Notification
 from webapp import faults
-from webapp.stack import Stack
+from webapp.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
@@ -30,7 +31,7 @@ def recipients(db: Any) -> list[int]:
 def faulty(stack: Stack) -> Iterator[Stack]:
     """The stack; after the test, every process that a drill stopped is started again."""
     yield stack
-    missing = [name for name in stack.processes if name not in stack._honchos]  # noqa: SLF001 - test-side check
+    missing = [name for name in stack.processes if name not in stack._honchos]
     if missing:
         stack.start(processes=missing, separately=True)
         stack.wait_ready(processes=missing)
@@ -81,7 +82,9 @@ def test_4a_smtp_down_for_60_seconds_retries_and_delivers_without_dead_letters(f
     assert report.in_flight == 100
     assert_everything_delivered_once(report, 100)
     assert report.dead_letters == 0
-    attempts = list(Delivery.objects.filter(notification__recipient_id__in=recipients).values_list("attempts", flat=True))
+    attempts = list(
+        Delivery.objects.filter(notification__recipient_id__in=recipients).values_list("attempts", flat=True)
+    )
     assert min(attempts) >= 2, "some email went out at the first attempt although the server was down"
 
 
@@ -108,6 +111,24 @@ def test_5_a_poison_event_is_dead_lettered_while_the_events_around_it_are_delive
     assert "Traceback" in letter.traceback
     assert [step["task"] for step in letter.chain] == ["notiflow.deliveries_fan_out"]
     assert not Notification.objects.filter(event=letter.event).exists()
+    # Announced on the dead_letter queue and consumed there by the worker.
+    assert wait_for(lambda: DeadLetter.objects.filter(pk=letter.pk, announced_at__isnull=False).exists())
+
+
+def test_5b_a_replayed_step_that_fails_again_returns_to_the_dead_letters_once_without_looping(faulty, recipients):
+    faults.drill_poison(faulty, recipients, size=3)
+    (first,) = DeadLetter.objects.filter(kind="step")
+
+    faulty.manage("deadletters", "replay", str(first.pk))
+    again = wait_for(lambda: DeadLetter.objects.filter(kind="step").exclude(pk=first.pk).first())
+
+    assert again is not None, "the replay did not run notifications_persist again"
+    assert (again.task, again.event_id, again.replay_of_id) == (first.task, first.event_id, first.pk)
+    assert again.chain == first.chain
+    first.refresh_from_db()
+    assert first.status == "replayed"
+    time.sleep(15)  # longer than RECOVER_AFTER plus a sweep: the sweep leaves a dead-lettered event alone
+    assert DeadLetter.objects.filter(kind="step").count() == 2
 
 
 def test_6_bad_input_raises_the_documented_error_and_queues_nothing(faulty, recipients):

@@ -1,7 +1,10 @@
 """emit_event(): validation, transactions and publishing, against the real broker."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from pipeline import Audience, emit_event
 from pipeline.events import IdempotencyConflict
@@ -95,3 +98,23 @@ def test_the_same_key_with_different_content_is_refused(users, published):
     with pytest.raises(IdempotencyConflict, match="k2"):
         emit_event(**valid(users, idempotency_key="k2", data={"artwork_title": "Other", "excerpt": "x"}))
     assert len(published) == 1
+
+
+def test_a_key_older_than_the_idempotency_window_starts_a_new_event(users, published, settings):
+    settings.NOTIFLOW = {**settings.NOTIFLOW, "IDEMPOTENCY_WINDOW": 3600}
+    first = emit_event(**valid(users, idempotency_key="k3"))
+    Event.objects.filter(pk=first).update(created_at=timezone.now() - timedelta(seconds=3599))
+    assert emit_event(**valid(users, idempotency_key="k3")) == first  # still inside the hour
+
+    Event.objects.filter(pk=first).update(created_at=timezone.now() - timedelta(seconds=3601))
+    second = emit_event(**valid(users, idempotency_key="k3"))
+    assert second != first
+    assert Event.objects.get(pk=second).idempotency_key == "k3"
+    assert Event.objects.get(pk=first).idempotency_key is None  # released
+    assert [p["task"] for p in published] == ["notiflow.preferences_check"] * 2
+
+
+def test_the_default_idempotency_window_is_24_hours():
+    from pipeline.conf import notiflow_settings
+
+    assert notiflow_settings.IDEMPOTENCY_WINDOW == 24 * 3600
