@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test run lint typecheck pytest system clean
+.PHONY: demo test run lint typecheck pytest system clean bench-faults
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -35,6 +35,10 @@ pytest: $(STAMP) system
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# Fault-injection drills at 1,000 events each (about 6 minutes); see bench/README.md.
+bench-faults: $(STAMP) system
+	$(BIN)/python -m bench.faults
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

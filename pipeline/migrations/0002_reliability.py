@@ -5,9 +5,13 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-def failed_to_dead(apps, schema_editor):
-    """Deliveries recorded as ``failed`` before dead letters existed are ``dead`` now."""
+def before_recovery(apps, schema_editor):
+    """Rows from before the recovery sweep: deliveries recorded as ``failed`` are ``dead`` now, and
+    published events count as complete (or the first sweep would queue every old event again)."""
     apps.get_model("pipeline", "Delivery").objects.filter(status="failed").update(status="dead")
+    apps.get_model("pipeline", "Event").objects.filter(published_at__isnull=False).update(
+        completed_at=models.F("published_at")
+    )
 
 
 class Migration(migrations.Migration):
@@ -110,5 +114,5 @@ class Migration(migrations.Migration):
             model_name='deadletter',
             index=models.Index(fields=['status', 'created_at'], name='deadletter_status_idx'),
         ),
-        migrations.RunPython(failed_to_dead, migrations.RunPython.noop),
+        migrations.RunPython(before_recovery, migrations.RunPython.noop),
 ]
