@@ -200,32 +200,39 @@ def drill_baseline(stack: Stack, recipients: Sequence[int], size: int) -> DrillR
     return drill.report("no fault (baseline)", recover_seconds=time.monotonic() - start)
 
 
-def drill_worker_killed(stack: Stack, recipients: Sequence[int], size: int) -> DrillReport:
-    """SIGKILL the worker's main process while the events are in flight, then start a new worker."""
+def _fault_mid_run(
+    stack: Stack, recipients: Sequence[int], size: int, scenario: str, *, fault: Callable[[], str], pause: float
+) -> DrillReport:
+    """Emit ``size`` events; once a tenth of the emails are out, call ``fault`` (it returns the process it
+    took down), wait ``pause`` seconds, start that process again and wait until every email is sent."""
     drill = Drill(stack, recipients)
     drill.emit(size)
     drill.wait_sent(at_least=max(1, size // 10))
-    stack.kill_worker()
+    process = fault()
     in_flight = size - drill.sent()
-    time.sleep(1.0)
-    stack.start(processes=["worker"], separately=True)
-    stack.wait_ready(processes=["worker"])
-    recover = drill.wait_sent()
-    return drill.report("worker killed (SIGKILL)", recover_seconds=recover, in_flight=in_flight)
+    time.sleep(pause)
+    stack.restart(process)
+    return drill.report(scenario, recover_seconds=drill.wait_sent(), in_flight=in_flight)
+
+
+def drill_worker_killed(stack: Stack, recipients: Sequence[int], size: int) -> DrillReport:
+    """SIGKILL the worker's main process while the events are in flight, then start a new worker."""
+
+    def kill() -> str:
+        stack.kill_worker()
+        return "worker"
+
+    return _fault_mid_run(stack, recipients, size, "worker killed (SIGKILL)", fault=kill, pause=1.0)
 
 
 def drill_redis_restarted(stack: Stack, recipients: Sequence[int], size: int) -> DrillReport:
     """Stop Redis in the middle of a run and start it again on the same data (its AOF)."""
-    drill = Drill(stack, recipients)
-    drill.emit(size)
-    drill.wait_sent(at_least=max(1, size // 10))
-    stack.stop_process("redis")
-    in_flight = size - drill.sent()
-    time.sleep(2.0)
-    stack.start(processes=["redis"], separately=True)
-    stack.wait_ready(processes=["redis"])
-    recover = drill.wait_sent()
-    return drill.report("Redis restarted", recover_seconds=recover, in_flight=in_flight)
+
+    def stop() -> str:
+        stack.stop_process("redis")
+        return "redis"
+
+    return _fault_mid_run(stack, recipients, size, "Redis restarted", fault=stop, pause=2.0)
 
 
 def drill_broker_down(stack: Stack, recipients: Sequence[int], size: int, *, outage: float = 30.0) -> DrillReport:
@@ -236,8 +243,7 @@ def drill_broker_down(stack: Stack, recipients: Sequence[int], size: int, *, out
     drill.emit(size, pace=outage / max(size, 1) * 0.9)
     time.sleep(max(0.0, outage - (time.monotonic() - start)))
     in_flight = size - drill.sent()
-    stack.start(processes=["redis"], separately=True)
-    stack.wait_ready(processes=["redis"])
+    stack.restart("redis")
     recover = drill.wait_sent()
     report = drill.report(f"broker down {outage:.0f} s", recover_seconds=recover, in_flight=in_flight)
     report.notes["slowest_emit_seconds"] = max(drill.emit_seconds, default=0.0)
@@ -253,8 +259,7 @@ def drill_smtp_down(stack: Stack, recipients: Sequence[int], size: int, *, outag
     drill.emit(size)
     time.sleep(max(0.0, outage - (time.monotonic() - start)))
     in_flight = size - drill.sent()
-    stack.start(processes=["smtp"], separately=True)
-    stack.wait_ready(processes=["smtp"])
+    stack.restart("smtp")
     recover = drill.wait_sent()
     return drill.report(f"SMTP down {outage:.0f} s", recover_seconds=recover, in_flight=in_flight)
 
@@ -289,8 +294,7 @@ def drill_smtp_rejects(stack: Stack, recipients: Sequence[int], size: int) -> Dr
         os.killpg(rejecting.pid, signal.SIGTERM)
         rejecting.wait(timeout=20)
     dead_before_replay = dead.count()
-    stack.start(processes=["smtp"], separately=True)
-    stack.wait_ready(processes=["smtp"])
+    stack.restart("smtp")
     start = time.monotonic()
     stack.manage("deadletters", "replay", "--event-type", EVENT_TYPE, "--since", "1h")
     stack.manage("deadletters", "replay", "--event-type", EVENT_TYPE, "--since", "1h")  # a second replay sends nothing
@@ -361,8 +365,7 @@ def drill_bad_input(stack: Stack, recipients: Sequence[int]) -> DrillReport:
         outbox_added = Event.objects.count() - events_before
         broker_added = _broker_messages(stack) - messages_before
     finally:
-        stack.start(processes=["worker", "beat"], separately=True)
-        stack.wait_ready(processes=["worker", "beat"])
+        stack.restart("worker", "beat")
     report = DrillReport(scenario="bad input", events=len(cases))
     report.notes = {"errors": errors, "outbox_rows_added": outbox_added, "broker_messages_added": broker_added}
     return report

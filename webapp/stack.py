@@ -201,6 +201,11 @@ class Stack:
             os.killpg(honcho.pid, signal.SIGKILL)
             honcho.wait()
 
+    def restart(self, *names: str) -> None:
+        """Start ``names`` again, each under its own honcho, and wait until they answer."""
+        self.start(processes=list(names), separately=True)
+        self.wait_ready(processes=list(names))
+
     def kill_worker(self) -> int:
         """SIGKILL the Celery worker's main process, as ``kill -9 <pid>`` would; return its pid.
 

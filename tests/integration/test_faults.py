@@ -33,8 +33,7 @@ def faulty(stack: Stack) -> Iterator[Stack]:
     yield stack
     missing = [name for name in stack.processes if name not in stack._honchos]
     if missing:
-        stack.start(processes=missing, separately=True)
-        stack.wait_ready(processes=missing)
+        stack.restart(*missing)
 
 
 def assert_everything_delivered_once(report: faults.DrillReport, size: int) -> None:
