@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.template.loader import get_template
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ from delivery.base import DeliveryResult, Message, Outcome, Recipient
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow
-from pipeline.services import TEXT_ENGINE, deliveries_pending
+from pipeline.services import TEXT_ENGINE, claimable, deliveries_pending
 
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 DIGEST_TEMPLATE_DIR = "notiflow/digest"
@@ -129,7 +129,7 @@ def digest_window_claim(*, window_id: int, claimer: str) -> tuple[DigestWindow, 
     now = timezone.now()
     claimed = (
         DigestWindow.objects.filter(pk=window_id, status=DigestWindow.Status.SENDING)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer))
+        .filter(claimable(now=now, claimer=claimer))
         .update(claimed_by=claimer, claimed_until=now + timedelta(seconds=notiflow_settings.DELIVERY_LEASE))
     )
     if not claimed:

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 
 from delivery.registry import methods
 from pipeline.conf import notiflow_settings
 from pipeline.models import DeadLetter, Delivery, DigestWindow, Event
-from pipeline.services import SENDABLE
+from pipeline.services import SENDABLE, claimable
 
 
 @dataclass
@@ -78,7 +78,7 @@ def stale_work_claim(*, now: datetime, idle: Callable[[str], bool], limit: int =
             if Event.objects.filter(pk=event_id, published_at=published_at).update(published_at=now):
                 found.events.append((str(event_id), after))
 
-    unclaimed = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    unclaimed = claimable(now=now)
     for method in methods.aliases():
         if not idle(methods.queue(method)):
             continue

@@ -8,7 +8,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -154,6 +154,15 @@ def _unsent(*, method: str, delivery_ids: Sequence[int]) -> QuerySet[Delivery]:
     return Delivery.objects.filter(pk__in=delivery_ids, method=method, status__in=SENDABLE)
 
 
+def claimable(*, now: datetime, claimer: str = "") -> Q:
+    """Rows (deliveries, digest windows) with no live claim at ``now``, or claimed by ``claimer`` already.
+
+    The lease condition shared by every claim: ``claimed_until`` unset or past.
+    """
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    return free | Q(claimed_by=claimer) if claimer else free
+
+
 def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
     """The deliveries among ``delivery_ids`` that still need sending by ``method``, oldest first."""
     return list(_unsent(method=method, delivery_ids=delivery_ids).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
@@ -175,7 +184,7 @@ def deliveries_claim(
     if lease_seconds is None:
         lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
     unsent = _unsent(method=method, delivery_ids=delivery_ids)
-    unsent.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=claimer)).update(
+    unsent.filter(claimable(now=now, claimer=claimer)).update(
         claimed_by=claimer, claimed_until=now + timedelta(seconds=lease_seconds)
     )
     return list(unsent.filter(claimed_by=claimer).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
