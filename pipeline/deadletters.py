@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -138,7 +139,7 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
     (``notiflow.pipeline_recover``) queues it later: the database already says
     it is due.
     """
-    from pipeline.tasks import deliveries_send, digest_send
+    from pipeline.tasks import deliveries_dispatch, digest_send
 
     report = ReplayReport()
     now = timezone.now()
@@ -174,16 +175,14 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
                 steps.append(letter)
 
         def publish() -> None:
-            from delivery.registry import methods
-            from worker import app
-
             try:
-                for method, ids in deliveries.items():
-                    deliveries_send.apply_async((method, ids), queue=methods.queue(method))
+                deliveries_dispatch(send=deliveries)
                 for window_id in windows:
                     digest_send.delay(window_id)
                 for letter in steps:
-                    app.send_task(letter.task, args=letter.args, kwargs=letter.kwargs, chain=letter.chain or None)
+                    current_app.send_task(
+                        letter.task, args=letter.args, kwargs=letter.kwargs, chain=letter.chain or None
+                    )
             except Exception as exc:  # noqa: BLE001 - the sweep queues it later; say so
                 logger.warning("Replay stored, queueing failed (the recovery sweep will queue it): %s", exc)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,16 +164,9 @@ def deliveries_fan_out(persisted: dict[str, Any]) -> dict[str, int]:
     ``completed_at`` say exactly how far its fan-out got (the recovery sweep
     resumes from there). Returns ``{method or "digest": number of deliveries queued}``.
     """
-    size = notiflow_settings.DELIVERY_BATCH_SIZE
-    counts: dict[str, int] = {}
-    for method, ids in persisted["send"].items():
-        for start in range(0, len(ids), size):
-            deliveries_send.apply_async((method, ids[start : start + size]), queue=methods.queue(method))
-        counts[method] = len(ids)
-    digest_ids = persisted["digest"]
-    for start in range(0, len(digest_ids), size):
-        digest_append.delay(digest_ids[start : start + size])
-    counts["digest"] = len(digest_ids)
+    deliveries_dispatch(send=persisted["send"], digest=persisted["digest"])
+    counts = {method: len(ids) for method, ids in persisted["send"].items()}
+    counts["digest"] = len(persisted["digest"])
     event_id, last_user_id = persisted["event_id"], int(persisted["last_user_id"])
     if persisted["more"]:
         Event.objects.filter(pk=event_id).update(progress_user_id=last_user_id, published_at=timezone.now())
@@ -258,6 +252,17 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
 def digest_append(delivery_ids: list[int]) -> int:
     """Add digest deliveries to their open windows; returns how many were added."""
     return digests.digest_entries_append(delivery_ids=delivery_ids)
+
+
+def deliveries_dispatch(*, send: Mapping[str, Sequence[int]], digest: Sequence[int] = ()) -> None:
+    """Queue ``notiflow.deliveries_send`` per method (``{method: [delivery id]}``) on the method's queue
+    and ``notiflow.digest_append`` for digest deliveries, in batches of ``DELIVERY_BATCH_SIZE``."""
+    size = notiflow_settings.DELIVERY_BATCH_SIZE
+    for method, ids in send.items():
+        for start in range(0, len(ids), size):
+            deliveries_send.apply_async((method, list(ids[start : start + size])), queue=methods.queue(method))
+    for start in range(0, len(digest), size):
+        digest_append.delay(list(digest[start : start + size]))
 
 
 @shared_task(name="notiflow.digests_flush_due")
@@ -357,12 +362,7 @@ def pipeline_recover() -> dict[str, int]:
     stale = stale_work_claim(now=timezone.now(), idle=queue_is_idle)
     for event_id, after in stale.events:
         event_start(event_id=event_id, after_user_id=after)
-    size = notiflow_settings.DELIVERY_BATCH_SIZE
-    for method, ids in stale.deliveries.items():
-        for start in range(0, len(ids), size):
-            deliveries_send.apply_async((method, ids[start : start + size]), queue=methods.queue(method))
-    for start in range(0, len(stale.digest_appends), size):
-        digest_append.delay(stale.digest_appends[start : start + size])
+    deliveries_dispatch(send=stale.deliveries, digest=stale.digest_appends)
     for window_id in stale.windows:
         digest_send.delay(window_id)
     counts = stale.counts()
