@@ -156,7 +156,7 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
                 continue
             report.replayed.append(letter.pk)
             if letter.kind == DeadLetter.Kind.DELIVERY and letter.delivery_id is not None:
-                if Delivery.objects.filter(pk=letter.delivery_id, status=Delivery.Status.DEAD).update(
+                if Delivery.objects.filter(pk=letter.delivery_id, status__in=Delivery.DEAD_LETTERED).update(
                     status=Delivery.Status.QUEUED,
                     reason="replayed",
                     next_attempt_at=now,
@@ -168,7 +168,7 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
                 window = DigestWindow.objects.filter(pk=letter.digest_window_id, status=DigestWindow.Status.FAILED)
                 if window.update(status=DigestWindow.Status.SENDING, next_attempt_at=now, claimed_until=None):
                     Delivery.objects.filter(
-                        digest_entry__window_id=letter.digest_window_id, status=Delivery.Status.DEAD
+                        digest_entry__window_id=letter.digest_window_id, status__in=Delivery.DEAD_LETTERED
                     ).update(status=Delivery.Status.QUEUED, reason="replayed")
                     windows.append(letter.digest_window_id)
             else:

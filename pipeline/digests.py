@@ -173,7 +173,7 @@ def digest_record(
             windows.update(last_error=result.reason, next_attempt_at=now + timedelta(seconds=retry_in), **release)
         else:
             Delivery.objects.filter(pk__in=ids).update(
-                status=Delivery.Status.DEAD,
+                status=Delivery.Status.DEAD if result.outcome is Outcome.RETRY else Delivery.Status.FAILED,
                 last_error=result.reason,
                 reason="digest failed",
                 attempts=F("attempts") + 1,

@@ -115,9 +115,10 @@ class Delivery(models.Model):
     """One notification sent by one delivery method.
 
     ``queued`` → ``sent``; or ``retrying`` after a transient failure, then
-    ``sent`` or, past the method's attempts, ``dead``; ``dead`` at once after a
-    permanent failure (a :class:`DeadLetter` row says why; a replay puts it
-    back to ``queued``); ``skipped`` when the recipient's preference is off.
+    ``sent`` or, past the method's attempts, ``dead``; ``failed`` at once after
+    a permanent failure. Both ``failed`` and ``dead`` are dead letters (a
+    :class:`DeadLetter` row says why; a replay puts the delivery back to
+    ``queued``). ``skipped`` when the recipient's preference is off.
     ``next_attempt_at`` is when the delivery is due: the recovery sweep
     re-queues one left unsent ``RECOVER_AFTER`` seconds past it.
     """
@@ -126,8 +127,12 @@ class Delivery(models.Model):
         QUEUED = "queued"
         SENT = "sent"
         RETRYING = "retrying"
-        DEAD = "dead"
+        FAILED = "failed"  # permanent failure: dead-lettered
+        DEAD = "dead"  # out of attempts: dead-lettered
         SKIPPED = "skipped"
+
+    #: The statuses of a dead-lettered delivery, which a replay may put back to ``queued``.
+    DEAD_LETTERED = (Status.FAILED, Status.DEAD)
 
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
     method = models.CharField(max_length=50)

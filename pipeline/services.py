@@ -203,8 +203,8 @@ def delivery_record(
 
     Each attempt counts in ``attempts``. A transient failure becomes
     ``retrying``, due ``retry_in`` seconds from now (``next_attempt_at``),
-    unless ``final`` (the method's attempts are used up). A permanent failure,
-    or a transient one when ``final``, becomes ``dead`` with a
+    unless ``final`` (the method's attempts are used up): then ``dead``. A
+    permanent failure becomes ``failed``. Both get a
     :class:`~pipeline.models.DeadLetter` (``traceback`` if there was one).
     Called per message, as soon as its result is known.
     """
@@ -218,15 +218,19 @@ def delivery_record(
         delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
         delivery.next_attempt_at = now + timedelta(seconds=retry_in)
         retry = True
-    else:
+    elif result.outcome is Outcome.RETRY:
         delivery.status, delivery.last_error = Delivery.Status.DEAD, result.reason
-        delivery.reason = (
-            f"gave up after {delivery.attempts} attempts" if result.outcome is Outcome.RETRY else "permanent failure"
+        delivery.reason = f"gave up after {delivery.attempts} attempts"
+    else:
+        delivery.status, delivery.last_error, delivery.reason = (
+            Delivery.Status.FAILED,
+            result.reason,
+            "permanent failure",
         )
     fields = ["attempts", "status", "sent_at", "last_error", "reason", "next_attempt_at", "claimed_by", "claimed_until"]
     with transaction.atomic():
         delivery.save(update_fields=[*fields, "updated_at"])
-        if delivery.status == Delivery.Status.DEAD:
+        if delivery.status in Delivery.DEAD_LETTERED:
             dead_letter_record(
                 kind=DeadLetter.Kind.DELIVERY,
                 task="notiflow.deliveries_send",

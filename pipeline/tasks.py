@@ -206,10 +206,10 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
     Each result is recorded as soon as the method yields it. Retries follow
     the method's ``RETRY`` policy; when its ``MAX_ATTEMPTS`` are used up, or
     the failure is permanent, the delivery is dead-lettered. Returns
-    ``{"sent": n, "retrying": n, "dead": n}`` for this attempt.
+    ``{"sent": n, "retrying": n, "failed": n, "dead": n}`` for this attempt.
     """
     deliveries = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=str(self.request.id))
-    counts = {"sent": 0, "retrying": 0, "dead": 0}
+    counts = {"sent": 0, "retrying": 0, "failed": 0, "dead": 0}
     if not deliveries:
         return counts
     policy = methods.retry_policy(method)
@@ -242,7 +242,7 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
         )
         if retry:
             to_retry.append(delivery.pk)
-        counts[delivery.status] += 1  # "sent", "retrying" or "dead"
+        counts[delivery.status] += 1  # "sent", "retrying", "failed" or "dead"
     if to_retry:
         raise self.retry(args=(method, to_retry), countdown=countdown, queue=methods.queue(method))
     return counts

@@ -59,7 +59,7 @@ def test_a_transient_failure_is_retried_with_its_next_attempt_time(delivery):
 def test_a_permanent_failure_becomes_a_dead_letter_with_everything_needed_to_replay(delivery, users):
     assert record(delivery, DeliveryResult.failed("SMTP 550: no such user")) is False
     delivery.refresh_from_db()
-    assert (delivery.status, delivery.reason) == ("dead", "permanent failure")
+    assert (delivery.status, delivery.reason) == ("failed", "permanent failure")
     letter = DeadLetter.objects.get()
     assert letter.kind == "delivery"
     assert letter.status == "dead"
