@@ -26,6 +26,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task, chain, current_app, shared_task
+from celery.signals import worker_process_init
 from django.db import OperationalError as DatabaseOperationalError
 from django.dispatch import Signal
 from django.utils import timezone
@@ -42,6 +43,7 @@ from pipeline.deadletters import dead_letter_record
 from pipeline.events import Audience, event_publish
 from pipeline.models import DeadLetter, Delivery, Event
 from pipeline.preferences import Decision, preferences_resolve
+from pipeline.termination import pool_process_init, termination_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 dead_lettered = Signal()
 
 BROKER_ERRORS = (BrokerOperationalError, RedisError, ConnectionError)
+
+worker_process_init.connect(pool_process_init, weak=False)
 
 
 def _event_id_in(args: Any) -> str | None:
@@ -219,27 +223,30 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
     to_retry: list[int] = []
     for delivery in deliveries:
         tb = ""
-        try:
-            result = next(results)
-        except StopIteration:
-            result = DeliveryResult.failed(f"the {method} method returned no result for this message")
-        except Exception as exc:  # noqa: BLE001 - a method that raises: its unsent messages are dead-lettered
-            result, tb = DeliveryResult.failed(f"{type(exc).__name__}: {exc}"), traceback.format_exc()
-            results = iter(())
-        if result.outcome is Outcome.RETRY and result.retry_after is not None:
-            # The provider asked for a later retry (an HTTP Retry-After, say): the batch waits for it.
-            countdown = max(countdown, min(result.retry_after, float(policy["BACKOFF_CAP"])))
-            Delivery.objects.filter(pk__in=to_retry).update(
-                next_attempt_at=timezone.now() + timedelta(seconds=countdown)
+        # One message sent and recorded, or neither: a SIGTERM (a dying main process, a
+        # stop) waits for the COMMIT; see pipeline.termination.
+        with termination_deferred():
+            try:
+                result = next(results)
+            except StopIteration:
+                result = DeliveryResult.failed(f"the {method} method returned no result for this message")
+            except Exception as exc:  # noqa: BLE001 - a method that raises: its unsent messages are dead-lettered
+                result, tb = DeliveryResult.failed(f"{type(exc).__name__}: {exc}"), traceback.format_exc()
+                results = iter(())
+            if result.outcome is Outcome.RETRY and result.retry_after is not None:
+                # The provider asked for a later retry (an HTTP Retry-After, say): the batch waits for it.
+                countdown = max(countdown, min(result.retry_after, float(policy["BACKOFF_CAP"])))
+                Delivery.objects.filter(pk__in=to_retry).update(
+                    next_attempt_at=timezone.now() + timedelta(seconds=countdown)
+                )
+            retry = services.delivery_record(
+                delivery=delivery,
+                result=result,
+                final=final,
+                retry_in=countdown,
+                task_id=str(self.request.id),
+                traceback=tb,
             )
-        retry = services.delivery_record(
-            delivery=delivery,
-            result=result,
-            final=final,
-            retry_in=countdown,
-            task_id=str(self.request.id),
-            traceback=tb,
-        )
         if retry:
             to_retry.append(delivery.pk)
         counts[delivery.status] += 1  # "sent", "retrying", "failed" or "dead"
@@ -311,19 +318,20 @@ def digest_send(self: Task, window_id: int) -> int:
         digests.digest_record(window=window, deliveries=[], result=DeliveryResult.sent(), final=True)
         return 0
     message = digests.digest_message(window=window, deliveries=deliveries)
-    (result,) = list(methods.get(window.method).send([message]))
     policy = methods.retry_policy(window.method)
     final = self.request.retries + 1 >= int(policy["MAX_ATTEMPTS"])
     countdown = _countdown(self, policy)
-    digests.digest_record(
-        window=window,
-        deliveries=deliveries,
-        result=result,
-        final=final,
-        retry_in=countdown,
-        task_id=str(self.request.id),
-        attempts=self.request.retries + 1,
-    )
+    with termination_deferred():  # sent and recorded, or neither; see pipeline.termination
+        (result,) = list(methods.get(window.method).send([message]))
+        digests.digest_record(
+            window=window,
+            deliveries=deliveries,
+            result=result,
+            final=final,
+            retry_in=countdown,
+            task_id=str(self.request.id),
+            attempts=self.request.retries + 1,
+        )
     if result.outcome is Outcome.RETRY and not final:
         raise self.retry(countdown=countdown)
     return len(deliveries)
