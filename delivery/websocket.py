@@ -10,7 +10,9 @@ All sends of a batch run concurrently on one event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -19,10 +21,32 @@ from redis.exceptions import RedisError
 
 from delivery.base import DeliveryMethod, DeliveryResult, Message
 
+logger = logging.getLogger(__name__)
+
 
 def user_group(user_id: int) -> str:
     """The Channels group of one user's sockets."""
     return f"user.{user_id}"
+
+
+def read_state_push(*, user_id: int, frame: Mapping[str, Any], layer: str = "default") -> bool:
+    """Send a ``read_state`` frame to every socket of ``user_id`` (channel layer type ``notify.read_state``).
+
+    Sync; at most once, like every push: a failure is logged and returns
+    ``False`` (the change is committed already, and a client reconnecting
+    reads the unread count in its ``hello``).
+    """
+    channel_layer = get_channel_layer(layer)
+    if channel_layer is None:
+        return False
+    try:
+        async_to_sync(channel_layer.group_send)(
+            user_group(user_id), {"type": "notify.read_state", "frame": dict(frame)}
+        )
+    except (TimeoutError, RedisError, OSError) as exc:
+        logger.warning("read_state push to user %s failed: %s: %s", user_id, type(exc).__name__, exc)
+        return False
+    return True
 
 
 class WebSocketMethod(DeliveryMethod):

@@ -24,8 +24,38 @@ Keys (defaults in :data:`DEFAULTS`):
 ``RECENT_ON_CONNECT``
     How many unread notifications a WebSocket client receives on connect.
 ``JWT``
-    ``{"SECRET": str, "ALGORITHMS": [str], "LEEWAY": seconds, "TTL": seconds,
-    "USER_CLAIM": str}``; HS256 with a shared secret for now.
+    How WebSocket and REST clients' tokens are verified (PyJWT):
+
+    - ``ALGORITHMS``: the accepted ``alg`` values. ``HS256/384/512`` are
+      verified with ``SECRET`` (tokens notiflow issues itself);
+      ``RS*``/``PS*``/``ES*`` with the key named by the token's ``kid`` in the
+      JSON Web Key Set at ``JWKS_URL`` (Auth0, Clerk, Cognito, Keycloak...),
+      fetched with PyJWT's ``PyJWKClient`` and cached ``JWKS_CACHE`` seconds.
+    - ``ISSUER`` / ``AUDIENCE``: when set, the ``iss`` / ``aud`` claims must
+      match (``AUDIENCE`` may be a list).
+    - ``LEEWAY``: seconds of clock skew allowed on ``exp``/``iat``/``nbf``.
+    - ``TTL``: seconds a token issued by ``POST /api/token/`` lives.
+    - ``USER_CLAIM``: the claim holding the user's primary key (``sub``);
+      ``ROLES_CLAIM``: a claim holding a list of role names (``None``: roles
+      come from the user's Django groups only; otherwise both).
+``WEBSOCKET``
+    The relay's limits (see the README's "WebSocket protocol"):
+
+    - ``ALLOWED_ORIGINS``: browser origins (``https://app.example.com``) that
+      may open a socket; ``None`` means the origins of ``ALLOWED_HOSTS``.
+      A handshake with a foreign ``Origin`` is refused (HTTP 403).
+    - ``MAX_FRAME_BYTES``: a client frame over this many bytes closes the
+      socket with 4413.
+    - ``RATE`` / ``BURST``: a token bucket per socket, refilled ``RATE``
+      frames per second, holding ``BURST``; an empty bucket closes the socket
+      with 4429. 20/s with bursts of 50 by default: far above what a person
+      clicking "mark read" sends, well below what a runaway loop sends.
+    - ``RESUME_LIMIT``: the most notifications a reconnecting client is sent;
+      past it the reply says ``recovered: false`` and the client refetches
+      through the REST API.
+    - ``TICKET_TTL``: seconds a one-time ticket (``POST /api/ws-ticket/``)
+      stays valid; 30, time enough to open a socket and too short to matter
+      in an access log (it is single-use anyway).
 ``RETRY``
     ``{"BACKOFF_BASE": seconds, "BACKOFF_CAP": seconds, "MAX_ATTEMPTS": int}``,
     the default retry policy of every delivery method (an entry in
@@ -86,6 +116,19 @@ DEFAULTS: dict[str, Any] = {
         "LEEWAY": 0,
         "TTL": 3600,
         "USER_CLAIM": "sub",
+        "ROLES_CLAIM": None,
+        "ISSUER": None,
+        "AUDIENCE": None,
+        "JWKS_URL": None,
+        "JWKS_CACHE": 300,
+    },
+    "WEBSOCKET": {
+        "ALLOWED_ORIGINS": None,
+        "MAX_FRAME_BYTES": 4096,
+        "RATE": 20.0,
+        "BURST": 50,
+        "RESUME_LIMIT": 500,
+        "TICKET_TTL": 30,
     },
     "OUTBOX_RELAY_AFTER": 30,
     "IDEMPOTENCY_WINDOW": 24 * 3600,
@@ -95,7 +138,8 @@ DEFAULTS: dict[str, Any] = {
     "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 10},
 }
 
-_JWT_KEYS = frozenset(DEFAULTS["JWT"])
+#: The keys that are dicts merged over their defaults, so a project sets only what it changes.
+_NESTED = ("JWT", "WEBSOCKET")
 
 #: The Celery queue on which every new dead letter is announced (task ``notiflow.dead_letter``).
 DEAD_LETTER_QUEUE = "dead_letter"
@@ -124,11 +168,14 @@ class NotiflowSettings:
                     f"Known keys: {', '.join(sorted(DEFAULTS))}."
                 )
             merged = {**DEFAULTS, **raw}
-            jwt = {**DEFAULTS["JWT"], **raw.get("JWT", {})}
-            unknown_jwt = sorted(set(jwt) - _JWT_KEYS)
-            if unknown_jwt:
-                raise ImproperlyConfigured(f"Unknown key(s) in settings.NOTIFLOW['JWT']: {', '.join(unknown_jwt)}.")
-            merged["JWT"] = jwt
+            for name in _NESTED:
+                nested = {**DEFAULTS[name], **raw.get(name, {})}
+                unknown_nested = sorted(set(nested) - set(DEFAULTS[name]))
+                if unknown_nested:
+                    raise ImproperlyConfigured(
+                        f"Unknown key(s) in settings.NOTIFLOW[{name!r}]: {', '.join(unknown_nested)}."
+                    )
+                merged[name] = nested
             self._cache = merged
         return self._cache
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from pipeline.models import Notification
+from pipeline.models import Inbox, Notification
 
 UNREAD = (Notification.State.UNSEEN, Notification.State.SEEN)
 
@@ -40,3 +40,22 @@ def notifications_recent_unread(*, user_id: int, limit: int) -> list[dict[str, A
     """The ``limit`` most recent unread notifications of ``user_id`` as payloads, newest first."""
     rows = notifications_for_user(user_id=user_id).filter(state__in=UNREAD)[:limit]
     return [notification_payload(n) for n in rows]
+
+
+def inbox_cursor(*, user_id: int) -> int:
+    """The cursor of ``user_id``'s newest notification (0 when there is none)."""
+    return int(Inbox.objects.filter(user_id=user_id).values_list("last_cursor", flat=True).first() or 0)
+
+
+def notifications_after(*, user_id: int, cursor: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """``user_id``'s notifications with a cursor above ``cursor``, oldest first, as payloads; and whether that is all.
+
+    Returns ``(payloads, complete)``: at most ``limit`` payloads, and
+    ``complete`` false when more than ``limit`` were missed (the client must
+    then refetch through the REST API). Cursors are per recipient and
+    assigned under the recipient's inbox row lock, in the transaction that
+    inserts the notification: a cursor is visible only once every lower one
+    is, so "above ``cursor``" never skips one that commits late.
+    """
+    rows = list(Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor).order_by("cursor")[: limit + 1])
+    return [notification_payload(n) for n in rows[:limit]], len(rows) <= limit

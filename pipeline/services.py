@@ -8,6 +8,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,13 @@ from django.template.loader import get_template
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from delivery.websocket import read_state_push
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
 from pipeline.preferences import Decision
-from pipeline.selectors import notification_payload
+from pipeline.selectors import notification_payload, notifications_unread_count
 
 TEXT_ENGINE = "notiflow_text"  # the template engine with autoescape off, for .txt templates
 
@@ -247,16 +249,72 @@ def delivery_record(
     return retry
 
 
+@dataclass(frozen=True)
+class ReadStateChange:
+    """What one mark changed: ``ids`` (``None`` for "all"), the new ``state`` and the user's new ``unread_count``."""
+
+    user_id: int
+    ids: list[int] | None
+    state: str
+    changed: int
+    unread_count: int
+
+    def frame(self) -> dict[str, Any]:
+        """The ``read_state`` frame every socket of the user receives."""
+        return {
+            "type": "read_state",
+            "ids": self.ids,
+            "all": self.ids is None,
+            "state": self.state,
+            "unread_count": self.unread_count,
+        }
+
+
+#: The states a notification may move from when marked (read or seen); never backwards.
+_MARKABLE = {
+    Notification.State.READ: (Notification.State.UNSEEN, Notification.State.SEEN),
+    Notification.State.SEEN: (Notification.State.UNSEEN,),
+}
+
+
+def notifications_mark(*, user_id: int, ids: Sequence[int] | None, state: str) -> ReadStateChange:
+    """Mark ``user_id``'s notifications ``ids`` (all of them when ``None``) ``"read"`` or ``"seen"``.
+
+    Only the user's own notifications change: another user's ids are
+    ignored, whatever the caller sends. A notification never moves back
+    (read stays read when marked seen). When anything changed, every socket
+    of the user is sent a ``read_state`` frame after the commit (through
+    :func:`delivery.websocket.read_state_push`), whichever tab, device or API
+    call made the change. Raises :class:`ValueError` for another ``state``.
+    """
+    target = Notification.State(state)
+    if target not in _MARKABLE:
+        raise ValueError(f"a notification can be marked read or seen, not {state!r}")
+    rows = Notification.objects.filter(recipient_id=user_id, state__in=_MARKABLE[target])
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    stamp = {"read_at": timezone.now()} if target is Notification.State.READ else {"seen_at": timezone.now()}
+    with transaction.atomic():
+        changed_ids = None if ids is None else list(rows.order_by("pk").values_list("pk", flat=True))
+        changed = (rows.filter(pk__in=changed_ids) if changed_ids is not None else rows).update(state=target, **stamp)
+        change = ReadStateChange(
+            user_id=user_id,
+            ids=changed_ids,
+            state=target.value,
+            changed=changed,
+            unread_count=notifications_unread_count(user_id=user_id),
+        )
+        if changed:
+            transaction.on_commit(lambda: read_state_push(user_id=user_id, frame=change.frame()))
+    return change
+
+
 def notification_mark_read(*, user_id: int, notification_id: int) -> bool:
     """Mark one of ``user_id``'s notifications read; ``False`` if it is not theirs or does not exist."""
-    updated = Notification.objects.filter(
-        pk=notification_id, recipient_id=user_id, state__in=[Notification.State.UNSEEN, Notification.State.SEEN]
-    ).update(state=Notification.State.READ, read_at=timezone.now())
-    return updated > 0 or Notification.objects.filter(pk=notification_id, recipient_id=user_id).exists()
+    notifications_mark(user_id=user_id, ids=[notification_id], state=Notification.State.READ)
+    return Notification.objects.filter(pk=notification_id, recipient_id=user_id).exists()
 
 
 def notifications_mark_all_read(*, user_id: int) -> int:
     """Mark every unread notification of ``user_id`` read; return how many changed."""
-    return Notification.objects.filter(
-        recipient_id=user_id, state__in=[Notification.State.UNSEEN, Notification.State.SEEN]
-    ).update(state=Notification.State.READ, read_at=timezone.now())
+    return notifications_mark(user_id=user_id, ids=None, state=Notification.State.READ).changed

@@ -11,11 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from webapp.stack import ROOT, Stack
+from tests.support.identity_provider import IdentityProvider
+from webapp.stack import ROOT, Stack, free_port
 
 VAR_DIR = Path(os.environ.get("NOTIFLOW_TEST_VAR", ROOT / "var" / "test"))
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 os.environ["NOTIFLOW_TEST_RECORD"] = str(VAR_DIR / "recorded.jsonl")
+
+# The identity provider whose JWKS the ASGI server fetches (RS256/ES256 tokens), served by this process.
+IDENTITY_PROVIDER = IdentityProvider(port=free_port())
+IDENTITY_PROVIDER.start()
+os.environ["NOTIFLOW_TEST_JWKS_URL"] = IDENTITY_PROVIDER.jwks_url
 
 STACK = Stack(
     var_dir=VAR_DIR,

@@ -40,3 +40,18 @@ NOTIFLOW["OUTBOX_RELAY_AFTER"] = 2
 NOTIFLOW["SWEEP_INTERVAL"] = 2
 NOTIFLOW["RECOVER_AFTER"] = 10
 NOTIFLOW["DELIVERY_LEASE"] = 30
+
+# Tokens as an identity provider issues them: RS256/ES256 from its JWKS (tests.support.identity_provider,
+# served by the test process), HS256 from notiflow itself; both must name this issuer and audience.
+NOTIFLOW["JWT"].update(
+    {
+        "ALGORITHMS": ["HS256", "RS256", "ES256"],
+        "JWKS_URL": os.environ.get("NOTIFLOW_TEST_JWKS_URL"),
+        "ISSUER": "https://issuer.notiflow.test/",
+        "AUDIENCE": "notiflow-tests",
+        "ROLES_CLAIM": "roles",
+    }
+)
+# Browsers may connect from the test server's own host, on any port; anything else is foreign.
+NOTIFLOW["WEBSOCKET"] = {"ALLOWED_ORIGINS": ["localhost", "127.0.0.1"]}
+NOTIFLOW_DEMO_PAGE = True

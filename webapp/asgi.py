@@ -9,12 +9,12 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from webapp.realtime.auth import JWTAuthMiddleware  # noqa: E402
+from webapp.realtime.auth import websocket_stack  # noqa: E402
 from webapp.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": JWTAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )

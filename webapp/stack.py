@@ -220,7 +220,10 @@ class Stack:
         os.kill(pid, signal.SIGKILL)
         honcho = self._honchos.pop("worker", None)
         if honcho is not None:
-            honcho.wait(timeout=30)
+            try:
+                honcho.wait(timeout=30)
+            except subprocess.TimeoutExpired as exc:
+                raise StackError(f"the killed worker's honcho is still running; left: {_processes_left(pid)}") from exc
         return pid
 
     # -- checks -----------------------------------------------------------
@@ -243,6 +246,25 @@ class Stack:
             stored = box.get_message(key)  # one read: the delivery time and the bytes
             found.append((stored.get_date(), BytesParser(policy=policy.default).parsebytes(stored.as_bytes())))
         return [message for _, message in sorted(found, key=lambda pair: pair[0])]
+
+
+def _processes_left(parent: int) -> str:
+    """The processes whose parent was ``parent`` or whose command line names celery: pid, state, blocked and pending
+    signal masks, kernel wait channel (a diagnostic for a worker that will not go away)."""
+    rows = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            wchan = (entry / "wchan").read_text()
+        except OSError:
+            continue
+        if "celery" in cmdline and "worker" in cmdline:
+            fields = ("State", "PPid", "SigBlk", "SigPnd", "ShdPnd")
+            rows.append(f"{entry.name} {' '.join(status.get(f, '').strip() for f in fields)} {wchan} {cmdline[:80]}")
+    return "; ".join(rows) or "none"
 
 
 def wait_for(produce: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05) -> T:
@@ -282,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     stack.manage("gallery_seed")
     print(
         f"\nnotiflow is starting:\n"
+        f"  Demo       {stack.web_url}/demo/   (the inbox page: sign in as alice in one browser, bob in another)\n"
         f"  API        {stack.web_url}/api/notifications/   (token: POST {stack.web_url}/api/token/)\n"
         f"  WebSocket  {stack.ws_url}/ws/notifications/   health: {stack.ws_url}/ws/health/\n"
         f"  Admin      {stack.web_url}/admin/   (admin / admin; demo users alice, bob, carol, dave: password 'demo')\n"

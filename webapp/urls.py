@@ -12,4 +12,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("webapp.api.urls")),
     path("healthz", healthz),
+    path("demo/", include("webapp.demo.urls")),
 ]

@@ -8,6 +8,7 @@ urlpatterns = [
     path("notifications/unread-count/", views.UnreadCountView.as_view(), name="notification-unread-count"),
     path("notifications/read-all/", views.MarkAllReadView.as_view(), name="notification-read-all"),
     path("notifications/<int:notification_id>/read/", views.MarkReadView.as_view(), name="notification-read"),
+    path("ws-ticket/", views.TicketView.as_view(), name="ws-ticket"),
     path(
         "token/",
         views.TokenView.as_view(authentication_classes=[SessionAuthentication, BasicAuthentication]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
+import redis
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +12,8 @@ from rest_framework.views import APIView
 
 from pipeline.selectors import notification_payload, notifications_for_user, notifications_unread_count
 from pipeline.services import notification_mark_read, notifications_mark_all_read
-from webapp.tokens import token_issue
+from webapp.realtime.tickets import ticket_issue
+from webapp.tokens import Identity, token_issue
 
 
 def _user_id(request: Request) -> int:
@@ -45,7 +47,10 @@ class UnreadCountView(APIView):
 
 
 class MarkReadView(APIView):
-    """``POST /api/notifications/<id>/read/``: 404 unless the notification is the user's."""
+    """``POST /api/notifications/<id>/read/``: 404 unless the notification is the user's.
+
+    Every socket of the user is sent a ``read_state`` frame (see :func:`pipeline.services.notifications_mark`).
+    """
 
     def post(self, request: Request, notification_id: int) -> Response:
         if not notification_mark_read(user_id=_user_id(request), notification_id=notification_id):
@@ -69,3 +74,21 @@ class TokenView(APIView):
 
         ttl = int(notiflow_settings.JWT["TTL"])
         return Response({"token": token_issue(user_id=_user_id(request), ttl=ttl), "expires_in": ttl})
+
+
+class TicketView(APIView):
+    """``POST /api/ws-ticket/``: ``{"ticket": str, "expires_in": seconds}``, a one-time WebSocket credential.
+
+    Authenticated by a Bearer token or the session (with its CSRF token). A
+    socket opened with the ticket closes with 4401 when the Bearer token it
+    was issued against expires; a session's ticket carries no expiry. 503 if
+    Redis cannot store it.
+    """
+
+    def post(self, request: Request) -> Response:
+        identity = request.auth if isinstance(request.auth, Identity) else Identity(user_id=_user_id(request))
+        try:
+            ticket, ttl = ticket_issue(identity=identity)
+        except redis.RedisError:
+            return Response({"detail": "Tickets are unavailable: Redis cannot be reached."}, status=503)
+        return Response({"ticket": ticket, "expires_in": ttl}, headers={"Cache-Control": "no-store"})

@@ -1,34 +1,65 @@
 """WebSocket consumers: the notification relay and the health check.
 
-Protocol of ``/ws/notifications/`` (JSON text frames):
+The full protocol (every frame and close code) is in the README's
+"WebSocket protocol" section; in short, on ``/ws/notifications/`` (and
+``/ws/notifications/<user_id>/``, which must name the authenticated user):
 
 server → client
-  ``{"type": "hello", "user_id": int, "unread_count": int, "recent": [notification, ...]}`` once, on connect
-  ``{"type": "notification", "notification": notification}`` for each push
-  ``{"type": "pong"}`` in answer to ``ping``
-  ``{"type": "error", "code": str, "detail": str}`` for a frame it cannot use; the socket stays open
+  ``hello`` once on connect; ``resumed`` after a resume (``?cursor=`` or a
+  ``resume`` frame); ``notification`` per push; ``read_state`` when the
+  user's read state changes anywhere; ``broadcast``; ``pong``; ``error``.
 client → server
-  ``{"type": "ping"}``
+  ``ping``, ``mark_read``, ``mark_seen``, ``resume`` (see
+  :mod:`webapp.realtime.frames`).
+close codes
+  4401 no valid credential, or the token expired while the socket was open;
+  4403 the path names another user; 4413 a frame over ``MAX_FRAME_BYTES``;
+  4429 over the rate limit (a token bucket per socket).
 
-Close codes: 4401, no valid token (the socket is accepted first, so a
-browser can tell "renew your token" from a network error).
+Every handler of one socket runs in turn (Channels dispatches one message at
+a time per consumer), so a resume is always sent complete before any push
+that arrived meanwhile, and that push is dropped if the resume carried it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import connection
 
 from delivery.websocket import user_group
 from pipeline.conf import notiflow_settings
-from pipeline.selectors import notifications_recent_unread, notifications_unread_count
+from pipeline.selectors import (
+    inbox_cursor,
+    notifications_after,
+    notifications_recent_unread,
+    notifications_unread_count,
+)
+from pipeline.services import notifications_mark
 from webapp.realtime.auth import SUBPROTOCOL
+from webapp.realtime.frames import FrameError, TokenBucket, frame_parse
 
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
-MAX_FRAME_BYTES = 4096
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_LARGE = 4413
+CLOSE_RATE_LIMITED = 4429
+
+BROADCAST_GROUP = "all"
+#: Where a client that missed more than ``RESUME_LIMIT`` notifications refetches them.
+REFETCH_URL = "/api/notifications/"
+#: Cursors remembered per socket to drop a push sent twice (a redelivered task); oldest forgotten first.
+_REMEMBERED_CURSORS = 256
 
 
 def role_group(name: str) -> str:
@@ -37,88 +68,239 @@ def role_group(name: str) -> str:
     return f"role.{safe}"[:99]
 
 
-BROADCAST_GROUP = "all"
+class JsonFrameConsumer(AsyncWebsocketConsumer):
+    """Frame handling shared by the relay and the health check.
+
+    Each frame costs a token from the socket's bucket (``WEBSOCKET["RATE"]``
+    per second, ``WEBSOCKET["BURST"]`` at most): an empty bucket closes
+    the socket with 4429. A frame over ``MAX_FRAME_BYTES`` closes it with
+    4413. A binary frame, bad JSON, an invalid or unknown frame gets an
+    ``error`` frame and the socket stays open. A handler that raises gets a
+    ``server_error`` frame; the error is logged and the socket stays open.
+    Subclasses handle a parsed frame in ``frame_<type>(frame)``.
+    """
+
+    #: The frame types this consumer accepts (others are ``unknown_type``).
+    accepts: tuple[str, ...] = ("ping",)
+    bucket: TokenBucket | None = None
+    closing = False
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+
+    async def send_error(self, code: str, detail: str) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail})
+
+    async def close_with(self, code: int, error: str, detail: str) -> None:
+        """Send an ``error`` frame saying why, then close with ``code``."""
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await self.send_error(error, detail)
+        await self.close(code=code)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if self.closing:
+            return
+        limits = notiflow_settings.WEBSOCKET
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate=float(limits["RATE"]), burst=float(limits["BURST"]))
+        if not self.bucket.take():
+            await self.close_with(
+                CLOSE_RATE_LIMITED,
+                "rate_limited",
+                f"More than {limits['RATE']} frames per second (bursts of {limits['BURST']}).",
+            )
+            return
+        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode("utf-8", "surrogatepass"))
+        if size > int(limits["MAX_FRAME_BYTES"]):
+            await self.close_with(
+                CLOSE_TOO_LARGE, "too_large", f"Frames are at most {limits['MAX_FRAME_BYTES']} bytes; got {size}."
+            )
+            return
+        if text_data is None:
+            await self.send_error("binary_frame", "Send JSON text frames, not binary ones.")
+            return
+        try:
+            frame = frame_parse(text_data)
+            if frame["type"] not in self.accepts:
+                raise FrameError("unknown_type", f"Frame type {frame['type']!r} is not used here; send 'ping'.")
+        except FrameError as exc:
+            await self.send_error(exc.code, exc.detail)
+            return
+        try:
+            await getattr(self, f"frame_{frame['type']}")(frame)
+        except Exception:
+            logger.exception("handling a %r frame failed", frame["type"])
+            await self.send_error("server_error", "The server could not handle this frame; it was logged.")
+
+    async def frame_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"} if frame["id"] is None else {"type": "pong", "id": frame["id"]})
 
 
 @database_sync_to_async
-def _inbox_summary(user_id: int) -> tuple[int, list[dict[str, Any]]]:
-    return (
-        notifications_unread_count(user_id=user_id),
-        notifications_recent_unread(user_id=user_id, limit=notiflow_settings.RECENT_ON_CONNECT),
-    )
+def _hello(user_id: int, resuming: bool) -> tuple[int, int, list[dict[str, Any]]]:
+    """``(unread_count, latest_cursor, recent)``; ``recent`` is empty when the client resumes."""
+    recent = [] if resuming else notifications_recent_unread(user_id=user_id, limit=notiflow_settings.RECENT_ON_CONNECT)
+    return notifications_unread_count(user_id=user_id), inbox_cursor(user_id=user_id), recent
 
 
-class NotificationConsumer(AsyncJsonWebsocketConsumer):
-    """Relays a user's pushes; joins ``user.<id>``, ``role.<name>`` for each role, and ``all``."""
+@database_sync_to_async
+def _missed(user_id: int, cursor: int) -> tuple[list[dict[str, Any]], bool, int]:
+    limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
+    missed, complete = notifications_after(user_id=user_id, cursor=cursor, limit=limit)
+    return missed, complete, inbox_cursor(user_id=user_id)
 
+
+_mark = database_sync_to_async(notifications_mark)
+
+
+class NotificationConsumer(JsonFrameConsumer):
+    """Relays one user's notifications; joins ``user.<id>``, ``role.<name>`` per role, and ``all``."""
+
+    accepts = ("ping", "mark_read", "mark_seen", "resume")
     groups_joined: list[str]
+    user_id: int
+    expiry: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
+        self.groups_joined, self.floor, self.recent_cursors = [], 0, dict[int, None]()
+        offered = self.scope.get("subprotocols", [])
+        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         user = self.scope.get("user")
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", []) else None
-        await self.accept(subprotocol=subprotocol)
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            detail = self.scope.get("auth_error") or "No credentials: send a ticket, a token or a session cookie."
+            await self.close_with(CLOSE_UNAUTHENTICATED, "unauthenticated", detail)
             return
-        self.groups_joined = [user_group(user.pk), BROADCAST_GROUP] + [
+        self.user_id = int(user.pk)
+        named = self.scope.get("url_route", {}).get("kwargs", {}).get("user_id")
+        if named is not None and named != str(self.user_id):
+            await self.close_with(CLOSE_FORBIDDEN, "forbidden", "This path names another user.")
+            return
+        expires_at = self.scope.get("auth_expires_at")
+        if expires_at is not None:
+            if expires_at <= time.time():
+                await self.close_with(CLOSE_UNAUTHENTICATED, "token_expired", "The token has expired.")
+                return
+            self.expiry = asyncio.ensure_future(self._expire(expires_at))
+        self.groups_joined = [user_group(self.user_id), BROADCAST_GROUP] + [
             role_group(name) for name in self.scope.get("roles", [])
         ]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        unread, recent = await _inbox_summary(user.pk)
-        await self.send_json({"type": "hello", "user_id": user.pk, "unread_count": unread, "recent": recent})
+        cursor, cursor_error = self._query_cursor()
+        unread, latest, recent = await _hello(self.user_id, cursor is not None)
+        self.floor = latest if cursor is None else 0
+        await self.send_json(
+            {"type": "hello", "user_id": self.user_id, "unread_count": unread, "cursor": latest, "recent": recent}
+        )
+        if cursor_error:
+            await self.send_error("invalid_frame", cursor_error)
+        if cursor is not None:
+            await self.frame_resume({"type": "resume", "cursor": cursor})
+
+    def _query_cursor(self) -> tuple[int | None, str | None]:
+        """``?cursor=`` from the URL: ``(cursor, None)``, ``(None, None)`` if absent, ``(None, why)`` if invalid."""
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("cursor")
+        if not values:
+            return None, None
+        raw = values[0]
+        if not raw.isdigit() or len(raw) > 19:
+            return None, "'cursor' in the URL must be a non-negative integer, the last cursor received."
+        return int(raw), None
+
+    async def _expire(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self.close_with(CLOSE_UNAUTHENTICATED, "token_expired", "The token has expired; connect with a new one.")
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
+        if self.expiry is not None:
+            self.expiry.cancel()
+        for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
-        if text_data is None:
-            await self.send_json({"type": "error", "code": "binary_frame", "detail": "Send JSON text frames."})
-            return
-        if len(text_data.encode()) > MAX_FRAME_BYTES:
-            await self.send_json(
-                {"type": "error", "code": "too_large", "detail": f"Frames are at most {MAX_FRAME_BYTES} bytes."}
-            )
-            return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.send_json({"type": "error", "code": "bad_json", "detail": "The frame is not valid JSON."})
-            return
-        await self.receive_json(content)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "ping":
-            await self.send_json({"type": "pong"})
+    # -- client frames ------------------------------------------------------
+    async def frame_resume(self, frame: dict[str, Any]) -> None:
+        """Send every notification above ``cursor``, oldest first, in one ``resumed`` frame."""
+        missed, complete, latest = await _missed(self.user_id, frame["cursor"])
+        if complete:
+            sent_up_to = max([frame["cursor"], *(n["cursor"] for n in missed)])
+            await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": sent_up_to})
+            self._delivered_up_to(sent_up_to)
         else:
             await self.send_json(
-                {"type": "error", "code": "unknown_type", "detail": f"Unknown frame type {kind!r}; expected 'ping'."}
+                {"type": "resumed", "recovered": False, "notifications": [], "cursor": latest, "refetch": REFETCH_URL}
             )
+            self._delivered_up_to(latest)
+
+    async def frame_mark_read(self, frame: dict[str, Any]) -> None:
+        await self._mark(frame["ids"], "read")
+
+    async def frame_mark_seen(self, frame: dict[str, Any]) -> None:
+        await self._mark(frame["ids"], "seen")
+
+    async def _mark(self, ids: list[int] | None, state: str) -> None:
+        change = await _mark(user_id=self.user_id, ids=ids, state=state)
+        if not change.changed:
+            # Nothing changed, so nothing is pushed to the group: answer this socket alone.
+            await self.send_json(change.frame())
+
+    # -- channel layer messages -----------------------------------------------
+    def _delivered_up_to(self, cursor: int) -> None:
+        self.floor = max(self.floor, cursor)
+        for known in [c for c in self.recent_cursors if c <= self.floor]:
+            del self.recent_cursors[known]
 
     async def notify_push(self, message: dict[str, Any]) -> None:
-        """Channel layer ``notify.push``: relay one notification to the socket."""
-        await self.send_json({"type": "notification", "notification": message["notification"]})
+        """``notify.push``: relay one notification, unless this socket was sent it already."""
+        notification = message["notification"]
+        cursor = notification.get("cursor")
+        if isinstance(cursor, int):
+            if cursor <= self.floor or cursor in self.recent_cursors:
+                return
+            self.recent_cursors[cursor] = None
+            if len(self.recent_cursors) > _REMEMBERED_CURSORS:
+                del self.recent_cursors[next(iter(self.recent_cursors))]
+        await self.send_json({"type": "notification", "notification": notification})
+
+    async def notify_read_state(self, message: dict[str, Any]) -> None:
+        """``notify.read_state``: the user's read state changed (any tab, device or the REST API)."""
+        await self.send_json(message["frame"])
 
     async def notify_broadcast(self, message: dict[str, Any]) -> None:
-        """Channel layer ``notify.broadcast``: relay an ephemeral message sent to a role or to ``all``."""
+        """``notify.broadcast``: relay an ephemeral message sent to a role or to ``all``."""
         await self.send_json({"type": "broadcast", "payload": message["payload"]})
 
 
-class HealthConsumer(AsyncJsonWebsocketConsumer):
-    """``/ws/health/``: no auth; reports status on connect and answers ``ping`` with ``pong``."""
+@database_sync_to_async
+def _database_ok() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+
+
+class HealthConsumer(JsonFrameConsumer):
+    """``/ws/health/``: no auth; reports the server's status on connect and answers ``ping`` with ``pong``.
+
+    ``{"type": "status", "status": "ok" | "degraded", "checks": {"database": "ok" | error,
+    "channel_layer": "ok" | error}, "time": epoch seconds}``
+    """
 
     async def connect(self) -> None:
         await self.accept()
-        await self.send_json({"type": "status", "status": "ok"})
+        checks = {"database": await self._check(_database_ok()), "channel_layer": await self._check(self._layer_ok())}
+        status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
+        await self.send_json({"type": "status", "status": status, "checks": checks, "time": time.time()})
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+    async def _layer_ok(self) -> bool:
+        await self.channel_layer.group_add("health", self.channel_name)
+        await self.channel_layer.group_discard("health", self.channel_name)
+        return True
+
+    @staticmethod
+    async def _check(probe: Any) -> str:
         try:
-            content = json.loads(text_data or "")
-        except ValueError:
-            content = None
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
-        else:
-            await self.send_json({"type": "error", "code": "unknown_type", "detail": 'Send {"type": "ping"}.'})
+            return "ok" if await asyncio.wait_for(probe, timeout=2.0) else "failed"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the health check
+            return f"{type(exc).__name__}: {exc}"[:200]

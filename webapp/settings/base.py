@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "pipeline",
     "webapp.gallery",
+    "webapp.demo",
 ]
 
 MIDDLEWARE = [
@@ -162,8 +163,20 @@ NOTIFLOW: dict[str, Any] = {
     "JWT": {
         "SECRET": env("NOTIFLOW_JWT_SECRET", default=SECRET_KEY),
         "TTL": env.int("NOTIFLOW_JWT_TTL", default=3600),
+        # Tokens from an identity provider (Auth0, Clerk, Cognito): its JWKS URL, issuer and audience.
+        "ALGORITHMS": env.list("NOTIFLOW_JWT_ALGORITHMS", default=["HS256"]),
+        "JWKS_URL": env("NOTIFLOW_JWT_JWKS_URL", default=None),
+        "ISSUER": env("NOTIFLOW_JWT_ISSUER", default=None),
+        "AUDIENCE": env("NOTIFLOW_JWT_AUDIENCE", default=None),
+        "ROLES_CLAIM": env("NOTIFLOW_JWT_ROLES_CLAIM", default=None),
+    },
+    "WEBSOCKET": {
+        "ALLOWED_ORIGINS": env.list("NOTIFLOW_WS_ALLOWED_ORIGINS", default=None),
     },
 }
+
+# The demo inbox page (/demo/) signs people in as a demo user without a password: on in dev and tests only.
+NOTIFLOW_DEMO_PAGE = env.bool("NOTIFLOW_DEMO_PAGE", default=False)
 
 LOGGING = {
     "version": 1,
