@@ -53,5 +53,5 @@ NOTIFLOW["JWT"].update(
     }
 )
 # Browsers may connect from the test server's own host, on any port; anything else is foreign.
-NOTIFLOW["WEBSOCKET"] = {"ALLOWED_ORIGINS": ["localhost", "127.0.0.1"]}
+NOTIFLOW["WEBSOCKET"] = {"ALLOWED_ORIGINS": ["localhost", "127.0.0.1"], "RESUME_LIMIT": 25}
 NOTIFLOW_DEMO_PAGE = True

@@ -249,8 +249,8 @@ class Stack:
 
 
 def _processes_left(parent: int) -> str:
-    """The processes whose parent was ``parent`` or whose command line names celery: pid, state, blocked and pending
-    signal masks, kernel wait channel (a diagnostic for a worker that will not go away)."""
+    """Celery worker processes left by ``parent`` (now children of init): pid, state, signal masks, kernel wait
+    channel; a diagnostic for a killed worker that will not go away."""
     rows = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -261,9 +261,9 @@ def _processes_left(parent: int) -> str:
             wchan = (entry / "wchan").read_text()
         except OSError:
             continue
-        if "celery" in cmdline and "worker" in cmdline:
-            fields = ("State", "PPid", "SigBlk", "SigPnd", "ShdPnd")
-            rows.append(f"{entry.name} {' '.join(status.get(f, '').strip() for f in fields)} {wchan} {cmdline[:80]}")
+        if " worker worker " in cmdline and status.get("PPid", "").strip() in ("1", str(parent)):
+            fields = ("State", "PPid", "SigBlk", "SigPnd", "ShdPnd", "SigCgt", "SigIgn")
+            rows.append(f"{entry.name} {' '.join(status.get(f, '').strip() for f in fields)} {wchan}")
     return "; ".join(rows) or "none"
 
 
