@@ -7,15 +7,23 @@ process at once. Either can land between the SMTP server's ``250`` and the
 ``UPDATE`` that records it: the email was sent, the row still says it was
 not, and the redelivered task sends it again.
 
-So notiflow narrows the gap to nothing for those two stops:
+So notiflow narrows the gap to nothing for those stops:
 
 - :func:`pool_process_init` (connected to ``worker_process_init``) makes
-  the death signal SIGTERM instead of SIGKILL;
-- :func:`termination_deferred` holds SIGTERM and SIGHUP (with
+  the parent-death signal :data:`PARENT_DEATH_SIGNAL` (SIGUSR2, which
+  nothing else in a pool process uses, left to its default action: the
+  process ends) instead of SIGKILL;
+- :func:`termination_deferred` holds that signal, SIGTERM and SIGHUP (with
   ``pthread_sigmask``) while one message is sent and its result recorded.
-  A signal that arrives meanwhile stays pending and takes effect, with its
-  default action (the pool process ends), as the block exits, after the
-  ``COMMIT``.
+  A signal that arrives meanwhile stays pending and takes effect as the
+  block exits, after the ``COMMIT``: SIGUSR2 ends the process at once;
+  SIGTERM/SIGHUP run billiard's handler, which unwinds the task with
+  ``SystemExit`` (the task is redelivered, and the recorded message is not
+  sent again).
+
+SIGTERM is not used as the parent-death signal because billiard handles it
+in pool processes by unwinding and then waiting up to 30 s for the (dead)
+main process to read the last result.
 
 The deferral lasts one message at most: an SMTP send is bounded by
 ``EMAIL_TIMEOUT`` (10 s by default), well inside systemd's 90 s and
@@ -27,6 +35,7 @@ message may then be sent twice, with the same ``Message-ID``.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +43,10 @@ from typing import Any
 
 from billiard.util import set_pdeathsig  # type: ignore[attr-defined]  # missing from the billiard stubs
 
+#: What a pool process receives when the worker's main process dies (``prctl(PR_SET_PDEATHSIG)``).
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
 #: The signals held while a message is sent and recorded.
-DEFERRED = frozenset({signal.SIGTERM, signal.SIGHUP})
+DEFERRED = frozenset({signal.SIGTERM, signal.SIGHUP, PARENT_DEATH_SIGNAL})
 
 
 @contextmanager
@@ -54,11 +65,14 @@ def termination_deferred() -> Iterator[None]:
 
 
 def pool_process_init(**_: Any) -> None:
-    """``worker_process_init`` receiver: a pool process gets SIGTERM, not SIGKILL, when the main process dies.
+    """``worker_process_init`` receiver: a pool process gets :data:`PARENT_DEATH_SIGNAL`, not SIGKILL, when the
+    main process dies; outside :func:`termination_deferred` it ends the process at once, as SIGKILL would.
 
-    Celery resets SIGTERM to its default action in pool processes, so outside
-    :func:`termination_deferred` the effect is the same as SIGKILL's. Does
+    If the main process died before this ran, the signal is sent now. Does
     nothing where ``prctl`` is missing (not Linux).
     """
+    signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_DFL)
     with contextlib.suppress(OSError):
-        set_pdeathsig(signal.SIGTERM)
+        set_pdeathsig(PARENT_DEATH_SIGNAL)
+        if os.getppid() == 1:  # orphaned already: the death signal will never come
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
