@@ -1,12 +1,12 @@
 # notiflow: `make demo` plays the demo end to end; `make test` runs ruff, mypy and pytest.
-# Both set themselves up on a fresh Debian machine (venv, requirements, redis-server).
+# Both set themselves up on a fresh Debian machine (venv, requirements, redis-server; chromium for the tests).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test run lint typecheck pytest system clean bench-faults
+.PHONY: demo test run lint typecheck pytest system clean bench-faults bench-connections
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -31,7 +31,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-pytest: $(STAMP) system
+# The browser tests drive Debian's chromium (/usr/bin/chromium) through Playwright: installed here.
+pytest: $(STAMP)
+	./scripts/ensure-system.sh --browser
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
@@ -39,6 +41,11 @@ test: lint typecheck pytest
 # Fault-injection drills at 1,000 events each (about 6 minutes); see bench/README.md.
 bench-faults: $(STAMP) system
 	$(BIN)/python -m bench.faults
+
+# Idle WebSocket connections one daphne process holds, memory per connection, time for 1,000
+# clients to connect; notiflow's relay against a bare ASGI app (about 5 minutes); see bench/README.md.
+bench-connections: $(STAMP) system
+	$(BIN)/python -m bench.connections
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
