@@ -16,8 +16,10 @@ def notifications_for_user(*, user_id: int) -> QuerySet[Notification]:
     return Notification.objects.filter(recipient_id=user_id).order_by("-cursor")
 
 
-def notifications_unread_count(*, user_id: int) -> int:
-    return Notification.objects.filter(recipient_id=user_id, state__in=UNREAD).count()
+def notifications_unread_count(*, user_id: int, up_to: int | None = None) -> int:
+    """How many of ``user_id``'s notifications are unread (unseen or seen), those up to cursor ``up_to`` if given."""
+    rows = Notification.objects.filter(recipient_id=user_id, state__in=UNREAD)
+    return (rows if up_to is None else rows.filter(cursor__lte=up_to)).count()
 
 
 def notification_payload(notification: Notification) -> dict[str, Any]:
@@ -36,10 +38,12 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-def notifications_recent_unread(*, user_id: int, limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` most recent unread notifications of ``user_id`` as payloads, newest first."""
-    rows = notifications_for_user(user_id=user_id).filter(state__in=UNREAD)[:limit]
-    return [notification_payload(n) for n in rows]
+def notifications_recent_unread(*, user_id: int, limit: int, up_to: int | None = None) -> list[dict[str, Any]]:
+    """The ``limit`` most recent unread notifications of ``user_id`` (up to cursor ``up_to``), newest first."""
+    rows = notifications_for_user(user_id=user_id).filter(state__in=UNREAD)
+    if up_to is not None:
+        rows = rows.filter(cursor__lte=up_to)
+    return [notification_payload(n) for n in rows[:limit]]
 
 
 def inbox_cursor(*, user_id: int) -> int:

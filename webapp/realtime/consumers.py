@@ -141,9 +141,15 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
 
 @database_sync_to_async
 def _hello(user_id: int, resuming: bool) -> tuple[int, int, list[dict[str, Any]]]:
-    """``(unread_count, latest_cursor, recent)``; ``recent`` is empty when the client resumes."""
-    recent = [] if resuming else notifications_recent_unread(user_id=user_id, limit=notiflow_settings.RECENT_ON_CONNECT)
-    return notifications_unread_count(user_id=user_id), inbox_cursor(user_id=user_id), recent
+    """``(unread_count, latest_cursor, recent)`` as of one cursor; ``recent`` is empty when the client resumes.
+
+    The cursor is read first and bounds the other two, so a notification
+    committed meanwhile is in neither and reaches the socket as a push.
+    """
+    latest = inbox_cursor(user_id=user_id)
+    limit = notiflow_settings.RECENT_ON_CONNECT
+    recent = [] if resuming else notifications_recent_unread(user_id=user_id, limit=limit, up_to=latest)
+    return notifications_unread_count(user_id=user_id, up_to=latest), latest, recent
 
 
 @database_sync_to_async
@@ -243,8 +249,9 @@ class NotificationConsumer(JsonFrameConsumer):
     async def _mark(self, ids: list[int] | None, state: str) -> None:
         change = await _mark(user_id=self.user_id, ids=ids, state=state)
         if not change.changed:
-            # Nothing changed, so nothing is pushed to the group: answer this socket alone.
-            await self.send_json(change.frame())
+            # Nothing changed (already so, or not the user's), so nothing is pushed to the group:
+            # answer this socket alone, echoing what it asked for.
+            await self.send_json({**change.frame(), "ids": ids, "all": ids is None})
 
     # -- channel layer messages -----------------------------------------------
     def _delivered_up_to(self, cursor: int) -> None:
