@@ -770,4 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: main() stopped every process on the way out
+        print("\ninterrupted; every process the bench started is stopped", file=sys.stderr)
+        sys.exit(130)
