@@ -25,7 +25,7 @@ from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
 from pipeline.preferences import Decision
-from pipeline.selectors import notification_payload, notifications_unread_count
+from pipeline.selectors import UNREAD, notification_payload, notifications_unread_count
 
 TEXT_ENGINE = "notiflow_text"  # the template engine with autoescape off, for .txt templates
 
@@ -272,7 +272,7 @@ class ReadStateChange:
 
 #: The states a notification may move from when marked (read or seen); never backwards.
 _MARKABLE = {
-    Notification.State.READ: (Notification.State.UNSEEN, Notification.State.SEEN),
+    Notification.State.READ: UNREAD,
     Notification.State.SEEN: (Notification.State.UNSEEN,),
 }
 

@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from webapp.demo.selectors import demo_users
 from webapp.gallery.models import Artwork
-from webapp.gallery.seed import USERNAMES
 from webapp.gallery.services import announcement_publish, critique_create, like_create
 
 DemoEventKind = Literal["critique", "like", "announcement"]
@@ -38,9 +38,7 @@ ANNOUNCEMENTS = (
 
 def _others(user: Any) -> list[Any]:
     """The active demo users other than ``user``, by name."""
-    return list(
-        get_user_model().objects.filter(username__in=USERNAMES, is_active=True).exclude(pk=user.pk).order_by("username")
-    )
+    return list(demo_users().exclude(pk=user.pk))
 
 
 def _own_artwork(user: Any) -> Artwork:

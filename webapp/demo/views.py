@@ -1,7 +1,7 @@
 """The demo inbox page: sign in as a demo user, trigger events, watch notifications arrive live.
 
 Signing in takes no password, so every view answers 404 unless the setting
-``NOTIFLOW_DEMO_PAGE`` is true (default: ``DEBUG``). Only the gallery seed's
+``NOTIFLOW_DEMO_PAGE`` is true (dev and test settings; ``DEBUG`` if undefined). Only the gallery seed's
 users can be signed in as (:func:`webapp.demo.selectors.demo_users`), never
 ``admin`` or anyone else.
 
@@ -41,7 +41,8 @@ View = Callable[..., HttpResponse]
 
 
 def demo_page_enabled() -> bool:
-    """``settings.NOTIFLOW_DEMO_PAGE``, or ``settings.DEBUG`` when it is not set."""
+    """``settings.NOTIFLOW_DEMO_PAGE`` (on in dev and test settings, off in base and prod); ``DEBUG`` in a
+    project whose settings do not define it."""
     return bool(getattr(settings, "NOTIFLOW_DEMO_PAGE", settings.DEBUG))
 
 
@@ -51,7 +52,7 @@ def demo_only(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not demo_page_enabled():
-            raise Http404("The demo page is off: set NOTIFLOW_DEMO_PAGE = True (or DEBUG).")
+            raise Http404("The demo page is off: set NOTIFLOW_DEMO_PAGE = True.")
         return view(request, *args, **kwargs)
 
     return wrapper

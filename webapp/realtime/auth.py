@@ -148,16 +148,10 @@ class BrowserOriginValidator(OriginValidator):
 
 
 def allowed_origins() -> list[str]:
-    """``WEBSOCKET["ALLOWED_ORIGINS"]``, or else ``http(s)://<host>`` (any port) for each of ``ALLOWED_HOSTS``."""
+    """``WEBSOCKET["ALLOWED_ORIGINS"]``, or else ``ALLOWED_HOSTS``: to Channels' :class:`OriginValidator` a bare
+    host (``.example.com`` included) matches any scheme and port, and ``*`` matches anything."""
     configured = notiflow_settings.WEBSOCKET["ALLOWED_ORIGINS"]
-    if configured is not None:
-        return list(configured)
-    origins: list[str] = []
-    for host in settings.ALLOWED_HOSTS:
-        if host == "*":
-            return ["*"]
-        origins.append(host)  # a bare host (".example.com" included) matches any scheme and port
-    return origins
+    return list(configured if configured is not None else settings.ALLOWED_HOSTS)
 
 
 def websocket_stack(inner: Any) -> Any:

@@ -154,9 +154,13 @@ def _hello(user_id: int, resuming: bool) -> tuple[int, int, list[dict[str, Any]]
 
 @database_sync_to_async
 def _missed(user_id: int, cursor: int) -> tuple[list[dict[str, Any]], bool, int]:
+    """``(missed, complete, resume_point)``: the notifications above ``cursor`` (up to ``RESUME_LIMIT``), whether
+    that is all of them, and the cursor the client has everything up to once sent them (the latest when not)."""
     limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
     missed, complete = notifications_after(user_id=user_id, cursor=cursor, limit=limit)
-    return missed, complete, inbox_cursor(user_id=user_id)
+    if complete:
+        return missed, True, max([cursor, *(n["cursor"] for n in missed)])
+    return missed, False, inbox_cursor(user_id=user_id)
 
 
 _mark = database_sync_to_async(notifications_mark)
@@ -229,16 +233,14 @@ class NotificationConsumer(JsonFrameConsumer):
     # -- client frames ------------------------------------------------------
     async def frame_resume(self, frame: dict[str, Any]) -> None:
         """Send every notification above ``cursor``, oldest first, in one ``resumed`` frame."""
-        missed, complete, latest = await _missed(self.user_id, frame["cursor"])
+        missed, complete, up_to = await _missed(self.user_id, frame["cursor"])
         if complete:
-            sent_up_to = max([frame["cursor"], *(n["cursor"] for n in missed)])
-            await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": sent_up_to})
-            self._delivered_up_to(sent_up_to)
+            await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": up_to})
         else:
             await self.send_json(
-                {"type": "resumed", "recovered": False, "notifications": [], "cursor": latest, "refetch": REFETCH_URL}
+                {"type": "resumed", "recovered": False, "notifications": [], "cursor": up_to, "refetch": REFETCH_URL}
             )
-            self._delivered_up_to(latest)
+        self._delivered_up_to(up_to)
 
     async def frame_mark_read(self, frame: dict[str, Any]) -> None:
         await self._mark(frame["ids"], "read")
