@@ -43,9 +43,7 @@ task_send_sent_event = True
 task_default_queue = "events"
 task_queues = [Queue(name) for name in ["events", "digest", DEAD_LETTER_QUEUE, *methods.queues()]]
 task_routes = {
-    "notiflow.preferences_check": {"queue": "events"},
-    "notiflow.notifications_persist": {"queue": "events"},
-    "notiflow.deliveries_fan_out": {"queue": "events"},
+    "notiflow.events_drain": {"queue": "events"},
     "notiflow.outbox_relay": {"queue": "events"},
     "notiflow.pipeline_recover": {"queue": "events"},
     "notiflow.dead_letter": {"queue": DEAD_LETTER_QUEUE},

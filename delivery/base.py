@@ -89,6 +89,10 @@ class DeliveryMethod:
     key: ClassVar[str]
     #: True when a digest frequency may replace immediate sending (email).
     supports_digest: ClassVar[bool] = False
+    #: True when a batch is cheap and quick to send (milliseconds, no outside provider): the worker that stores
+    #: the notifications sends it right after the commit, with no task of its own (the WebSocket push). Otherwise
+    #: the deliveries are queued on the method's own queue, so a slow provider never holds up the pipeline.
+    send_inline: ClassVar[bool] = False
 
     def __init__(self, *, alias: str, options: Mapping[str, Any] | None = None) -> None:
         self.alias = alias

@@ -4,15 +4,20 @@ Each notification goes to the recipient's group ``user.<id>`` as a
 ``notify.push`` message, which the consumer relays to every socket of that
 user. A Redis channel layer is at-most-once: the database row stays the
 truth, and a reconnecting client is sent what it missed (see the consumer).
-All sends of a batch run concurrently on one event loop.
+All sends of a batch run concurrently on one event loop, which each thread
+keeps (:func:`run`): ``async_to_sync`` would start a new loop per call, and
+channels_redis keeps its Redis connections per loop, so each call would open
+new connections (one per push, as django-notifs' pushes do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+import os
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -22,6 +27,23 @@ from redis.exceptions import RedisError
 from delivery.base import DeliveryMethod, DeliveryResult, Message
 
 logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+_local = threading.local()
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from sync code on this thread's own event loop, kept between calls.
+
+    In a thread that runs an event loop already (an async consumer), use
+    ``async_to_sync`` instead: this raises ``RuntimeError`` there.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed() or getattr(_local, "pid", None) != os.getpid():
+        loop = asyncio.new_event_loop()  # a forked child never reuses its parent's loop or connections
+        _local.loop, _local.pid = loop, os.getpid()
+    return loop.run_until_complete(coroutine)
 
 
 def user_group(user_id: int) -> str:
@@ -53,6 +75,7 @@ class WebSocketMethod(DeliveryMethod):
     """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``)."""
 
     key = "websocket"
+    send_inline = True
 
     def check(self) -> None:
         if get_channel_layer(self.options.get("layer", "default")) is None:
@@ -74,4 +97,4 @@ class WebSocketMethod(DeliveryMethod):
         return list(await asyncio.gather(*(one(m) for m in batch)))
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
-        return async_to_sync(self._send_all)(batch)
+        return run(self._send_all(batch))

@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from pipeline.deadletters import dead_letters_replay
 from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow, Event, Inbox, Notification, Preference
+from pipeline.publishing import dead_letters_replay
 
 
 @admin.register(Event)

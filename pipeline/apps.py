@@ -9,8 +9,12 @@ class PipelineConfig(AppConfig):
     def ready(self) -> None:
         """Validate the settings, the delivery methods and the event catalogue at start-up."""
         from delivery.registry import methods
+        from pipeline import publishing
         from pipeline.catalogue import catalogue
         from pipeline.conf import notiflow_settings
+        from pipeline.deadletters import dead_letter_recorded
+
+        dead_letter_recorded.connect(publishing.dead_letter_announce, dispatch_uid="notiflow.dead_letter_announce")
 
         notiflow_settings.user_settings  # noqa: B018 - raises on unknown keys
         methods.validate()

@@ -17,8 +17,22 @@ Keys (defaults in :data:`DEFAULTS`):
     Upper bound, in bytes, of an event's ``data`` once encoded as UTF-8 JSON.
     64 KiB: our own choice, to keep broker messages small (a Redis list entry
     could hold far more).
+``EVENT_BATCH_SIZE``
+    The most events one transaction of the hot path takes
+    (:func:`pipeline.processing.events_process`). Under load a batch takes
+    whatever has arrived since the last one, up to this; a lone event is a
+    batch of one and goes out at once.
 ``AUDIENCE_CHUNK_SIZE``
-    Recipients handled per preference-check → persist → fan-out chain.
+    The most notifications (recipients) stored by one transaction of the hot
+    path; a larger audience is stored in chunks of this size, in user id order.
+``DRAIN_BUDGET``
+    Seconds one ``notiflow.events_drain`` task keeps taking batches before it
+    queues its successor and returns, so other tasks of the ``events`` queue
+    get their turn.
+``DOORBELL_TTL``
+    Seconds the doorbell (see :mod:`pipeline.publishing`) stays set without a
+    drain refreshing it: how long new events may wait after a drain dies
+    holding it, before the next emit rings again.
 ``DELIVERY_BATCH_SIZE``
     Deliveries handed to one delivery task (one ``send()`` call).
 ``RECENT_ON_CONNECT``
@@ -68,8 +82,9 @@ Keys (defaults in :data:`DEFAULTS`):
     services use, spread so that a recovering provider is not hit by every
     retry at once.
 ``OUTBOX_RELAY_AFTER``
-    Seconds an event may stay unpublished before the celery beat relay
-    publishes it again (the broker was down when it was emitted).
+    Seconds an event may wait unprocessed before the celery beat relay
+    (``notiflow.outbox_relay``) rings a drain for it (the broker was down when
+    it was emitted, or the wake-up message was lost).
 ``IDEMPOTENCY_WINDOW``
     Seconds during which an ``idempotency_key`` given to ``emit_event()``
     returns the first event instead of a new one. 24 hours, the window
@@ -107,7 +122,10 @@ DEFAULTS: dict[str, Any] = {
         "websocket": {"BACKEND": "delivery.websocket.WebSocketMethod"},
     },
     "MAX_EVENT_DATA_BYTES": 64 * 1024,
-    "AUDIENCE_CHUNK_SIZE": 500,
+    "EVENT_BATCH_SIZE": 200,
+    "AUDIENCE_CHUNK_SIZE": 2000,
+    "DRAIN_BUDGET": 5.0,
+    "DOORBELL_TTL": 10.0,
     "DELIVERY_BATCH_SIZE": 100,
     "RECENT_ON_CONNECT": 20,
     "JWT": {

@@ -3,13 +3,18 @@
 A dead letter is written when a delivery fails permanently or runs out of
 attempts, when a digest cannot be sent, and when a pipeline task raises
 something that retrying will not fix (a template that does not render, a
-bug). Each row is also announced on the ``dead_letter`` Celery queue (task
-``notiflow.dead_letter``), so it shows in Flower and anything may consume it;
-the default consumer logs it and sends :data:`pipeline.signals.dead_lettered`.
+bug). Each row is announced, once its transaction commits, through the
+signal :data:`dead_letter_recorded`; :mod:`pipeline.publishing` relays it to
+the ``dead_letter`` Celery queue (task ``notiflow.dead_letter``), so it shows
+in Flower and anything may consume it; the default consumer logs it and
+sends :data:`pipeline.tasks.dead_lettered`.
 
 A replay re-enters the pipeline at the step that failed: a delivery is put
 back to ``queued`` and sent by its method, a digest window is sent again, a
-pipeline task runs again with its arguments and the rest of its chain. Every
+poison event becomes pending again for the next drain, another pipeline task
+runs again with its arguments. :func:`dead_letters_replay` changes the rows
+and returns the work to queue (:class:`ReplayReport`);
+:func:`pipeline.publishing.dead_letters_replay` queues it after the commit. Every
 step is idempotent and a dead letter is replayed at most once (a conditional
 update from ``dead`` to ``replayed``), so replaying twice sends once. If the
 replayed work fails again it becomes a new dead letter whose ``replay_of``
@@ -25,15 +30,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from celery import current_app
 from django.db import transaction
 from django.db.models import QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
-from pipeline.conf import DEAD_LETTER_QUEUE
 from pipeline.models import DeadLetter, Delivery, DigestWindow
 
 logger = logging.getLogger(__name__)
+
+#: Sent once the transaction that stored a dead letter commits, with ``dead_letter_id`` (an int).
+dead_letter_recorded = Signal()
 
 
 def dead_letter_record(
@@ -53,7 +60,7 @@ def dead_letter_record(
     delivery_id: int | None = None,
     digest_window_id: int | None = None,
 ) -> DeadLetter:
-    """Store one dead letter and announce it on the ``dead_letter`` queue once the transaction commits.
+    """Store one dead letter and send :data:`dead_letter_recorded` once the transaction commits.
 
     ``kind`` is a :class:`~pipeline.models.DeadLetter.Kind`. The new row's
     ``replay_of`` is the latest replayed dead letter of the same work (same
@@ -85,18 +92,8 @@ def dead_letter_record(
         replay_of=previous.order_by("-replayed_at", "-pk").first(),
     )
     logger.error("Dead letter #%s: %s %s failed: %s", letter.pk, kind, task, exception)
-    transaction.on_commit(lambda: _announce(letter.pk))
+    transaction.on_commit(lambda: dead_letter_recorded.send(sender=DeadLetter, dead_letter_id=letter.pk))
     return letter
-
-
-def _announce(dead_letter_id: int) -> None:
-    """Publish ``notiflow.dead_letter`` on the ``dead_letter`` queue; a broker outage only logs (the row stays)."""
-    from pipeline.tasks import dead_letter
-
-    try:
-        dead_letter.apply_async((dead_letter_id,), queue=DEAD_LETTER_QUEUE)
-    except Exception as exc:  # noqa: BLE001 - the row is stored; the announcement is best effort
-        logger.warning("Dead letter #%s stored but not announced (broker unreachable?): %s", dead_letter_id, exc)
 
 
 def dead_letters_select(
@@ -124,28 +121,35 @@ def dead_letters_select(
 
 @dataclass
 class ReplayReport:
-    """What :func:`dead_letters_replay` did: ids replayed, and ids skipped because they were not ``dead``."""
+    """What :func:`dead_letters_replay` did: ids replayed, ids skipped because they were not ``dead``, and the
+    work to queue: ``deliveries`` (``{method: [delivery id]}``), digest ``windows``, ``steps`` (task, args,
+    kwargs) and ``events`` (ids of poison events made pending again: a drain must be rung)."""
 
     replayed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    deliveries: dict[str, list[int]] = field(default_factory=dict)
+    windows: list[int] = field(default_factory=list)
+    steps: list[tuple[str, list[Any], dict[str, Any]]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+
+#: The task a poison event's dead letter names (see :mod:`pipeline.processing`).
+DRAIN_TASK = "notiflow.events_drain"
 
 
 def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "") -> ReplayReport:
-    """Replay each dead letter still ``dead``; queue the work once the transaction commits.
+    """Mark each dead letter still ``dead`` as replayed and make its work due again; return the work to queue.
 
     A dead letter already replayed (by an earlier or a concurrent call) is
-    skipped, so the same work is never queued twice by replays. If the
-    broker is down when the work is queued, the recovery sweep
-    (``notiflow.pipeline_recover``) queues it later: the database already says
-    it is due.
+    skipped, so the same work is never queued twice by replays. Run it in
+    a transaction and queue the report's work after the commit (as
+    :func:`pipeline.publishing.dead_letters_replay` does). If the broker is
+    down then, the recovery sweep queues it later: the database already
+    says it is due.
     """
-    from pipeline.tasks import deliveries_dispatch, digest_send
-
     report = ReplayReport()
     now = timezone.now()
     deliveries: dict[str, list[int]] = defaultdict(list)
-    windows: list[int] = []
-    steps: list[DeadLetter] = []
     with transaction.atomic():
         for letter in letters:
             won = DeadLetter.objects.filter(pk=letter.pk, status=DeadLetter.Status.DEAD).update(
@@ -170,21 +174,11 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
                     Delivery.objects.filter(
                         digest_entry__window_id=letter.digest_window_id, status__in=Delivery.DEAD_LETTERED
                     ).update(status=Delivery.Status.QUEUED, reason="replayed")
-                    windows.append(letter.digest_window_id)
+                    report.windows.append(letter.digest_window_id)
+            elif letter.event_id is not None and letter.kind == DeadLetter.Kind.STEP:
+                # A poison event (or a step of the chains before the drain): no longer excluded, the drain takes it.
+                report.events.append(str(letter.event_id))
             else:
-                steps.append(letter)
-
-        def publish() -> None:
-            try:
-                deliveries_dispatch(send=deliveries)
-                for window_id in windows:
-                    digest_send.delay(window_id)
-                for letter in steps:
-                    current_app.send_task(
-                        letter.task, args=letter.args, kwargs=letter.kwargs, chain=letter.chain or None
-                    )
-            except Exception as exc:  # noqa: BLE001 - the sweep queues it later; say so
-                logger.warning("Replay stored, queueing failed (the recovery sweep will queue it): %s", exc)
-
-        transaction.on_commit(publish)
+                report.steps.append((letter.task, list(letter.args), dict(letter.kwargs)))
+    report.deliveries = dict(deliveries)
     return report

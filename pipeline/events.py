@@ -1,20 +1,20 @@
 """``emit_event()``: the one entry point application code calls.
 
-An event is validated against the catalogue, written as an outbox row
-(:class:`pipeline.models.Event`) in the caller's transaction, and published to
-the broker after that transaction commits. If the broker cannot be reached,
-``emit_event()`` still returns: the row stays unpublished and the celery beat
-task ``notiflow.outbox_relay`` publishes it later.
+An event is validated against the catalogue and written as a row
+(:class:`pipeline.models.Event`) in the caller's transaction; that row is
+both the outbox and the work queue. After the transaction commits, the
+doorbell is rung (:func:`pipeline.publishing.events_ring`): one broker
+message wakes a drain unless one is due already. If the broker cannot be
+reached, ``emit_event()`` still returns: the row waits and the celery beat
+sweep rings for it later.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,8 @@ from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from pipeline import publishing
+from pipeline.audiences import Audience
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.exceptions import EventError, InvalidActor, InvalidAudience, InvalidEventData
@@ -33,73 +35,6 @@ logger = logging.getLogger(__name__)
 
 class IdempotencyConflict(EventError):
     """The idempotency key was used before for an event with different content."""
-
-
-@dataclass(frozen=True)
-class Audience:
-    """Who an event is for: explicit users, the members of a role, or everyone.
-
-    A role is a Django auth ``Group`` name. Build one with
-    :meth:`users`, :meth:`role` or :meth:`everyone`.
-    """
-
-    kind: str
-    user_ids: tuple[int, ...] = ()
-    role_name: str = ""
-
-    @classmethod
-    def users(cls, *users: int | AbstractBaseUser) -> Audience:
-        """Explicit recipients, as user ids or user instances (duplicates removed, order kept)."""
-        ids: list[int] = []
-        for user in users:
-            if isinstance(user, AbstractBaseUser):
-                user = user.pk
-            if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
-                raise InvalidAudience(f"Audience.users() takes user ids or users, not {user!r}.")
-            if user not in ids:
-                ids.append(user)
-        return cls(kind="users", user_ids=tuple(ids))
-
-    @classmethod
-    def role(cls, name: str) -> Audience:
-        """Every active member of the Django group ``name``."""
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidAudience("Audience.role() takes a non-empty group name.")
-        return cls(kind="role", role_name=name)
-
-    @classmethod
-    def everyone(cls) -> Audience:
-        """Every active user."""
-        return cls(kind="everyone")
-
-    def as_json(self) -> dict[str, Any]:
-        if self.kind == "users":
-            return {"kind": "users", "user_ids": list(self.user_ids)}
-        if self.kind == "role":
-            return {"kind": "role", "role": self.role_name}
-        return {"kind": "everyone"}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Audience:
-        kind = raw.get("kind")
-        if kind == "users":
-            return cls.users(*raw.get("user_ids", []))
-        if kind == "role":
-            return cls.role(raw.get("role", ""))
-        if kind == "everyone":
-            return cls.everyone()
-        raise InvalidAudience(f"Unknown audience kind {kind!r}.")
-
-    def recipients(self, *, exclude: int | None = None) -> models.QuerySet[Any]:
-        """Active users in the audience, ordered by id, without ``exclude``."""
-        users = get_user_model().objects.filter(is_active=True).order_by("pk")
-        if self.kind == "users":
-            users = users.filter(pk__in=self.user_ids)
-        elif self.kind == "role":
-            users = users.filter(groups__name=self.role_name)
-        if exclude is not None:
-            users = users.exclude(pk=exclude)
-        return users
 
 
 def _validate_audience(audience: Any) -> Audience:
@@ -217,7 +152,7 @@ def emit_event(
             event = Event.objects.create(
                 **fields, idempotency_key=idempotency_key, occurred_at=occurred_at or timezone.now()
             )
-            transaction.on_commit(lambda: event_publish(event_id=event.id))
+            transaction.on_commit(publishing.events_ring)
     except IntegrityError:
         # A concurrent call with the same key committed first.
         existing = _event_for_key(idempotency_key, fields) if idempotency_key is not None else None
@@ -243,55 +178,3 @@ def _event_for_key(key: str, fields: Mapping[str, Any]) -> uuid.UUID | None:
     if any(getattr(existing, name) != value for name, value in fields.items()):
         raise IdempotencyConflict(f"idempotency_key {key!r} was used for event {existing.id} with different content.")
     return existing.id
-
-
-class _BrokerBreaker:
-    """A circuit breaker for publishing: after the broker failed, callers skip it for ``pause`` seconds.
-
-    During an outage each ``emit_event()`` would otherwise wait for the
-    publish retry policy (about a second) before giving up; with the breaker
-    open it returns at once and the event waits in the outbox for
-    ``notiflow.outbox_relay``. Per process; the pattern is Nygard's
-    "Circuit Breaker" (*Release It!*, 2007).
-    """
-
-    def __init__(self, pause: float = 5.0) -> None:
-        self.pause = pause
-        self._open_until = 0.0
-
-    def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
-
-    def trip(self) -> None:
-        self._open_until = time.monotonic() + self.pause
-
-    def reset(self) -> None:
-        self._open_until = 0.0
-
-
-broker_breaker = _BrokerBreaker()
-
-
-def event_publish(*, event_id: uuid.UUID | str, force: bool = False) -> bool:
-    """Hand an event to the broker and mark it published; ``False`` if the broker is unreachable.
-
-    Never raises for a broker outage: the event stays in the outbox for
-    ``notiflow.outbox_relay``. While :data:`broker_breaker` is open (a publish
-    failed less than 5 s ago) it does not try, unless ``force``.
-    """
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
-
-    from pipeline.tasks import event_start
-
-    if broker_breaker.is_open() and not force:
-        return False
-    try:
-        event_start(event_id=event_id)
-    except (OperationalError, RedisError, OSError) as exc:
-        broker_breaker.trip()
-        logger.warning("Broker unreachable; event %s stays in the outbox: %s", event_id, exc)
-        return False
-    broker_breaker.reset()
-    Event.objects.filter(pk=event_id).update(published_at=timezone.now())
-    return True

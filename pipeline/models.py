@@ -16,15 +16,14 @@ from django.db.models import Q
 
 
 class Event(models.Model):
-    """A domain fact passed to ``emit_event()``; also the outbox row.
+    """A domain fact passed to ``emit_event()``; also the outbox row and the hot path's work queue.
 
-    ``published_at`` is ``None`` until the event has been handed to the
-    broker; celery beat re-publishes events left unpublished (broker outage).
-    After that it is the last time a chain for the event was queued.
-    The audience is processed in chunks, one after the other, in user id
-    order: ``progress_user_id`` is the last user id of the last chunk done,
-    and ``completed_at`` is set when the last chunk is done. An event left
-    incomplete for ``RECOVER_AFTER`` seconds is queued again from there.
+    An event is pending while ``completed_at`` is unset; drains take pending
+    events in emit order (``created_at``, then id). ``published_at`` is when
+    a worker first stored notifications of it. The audience is stored in
+    chunks, one after the other, in user id order: ``progress_user_id`` is
+    the last user id of the last chunk done, and ``completed_at`` is set when
+    the last chunk is done.
     ``audience`` is ``{"kind": "users", "user_ids": [int, ...]}``,
     ``{"kind": "role", "role": str}`` or ``{"kind": "everyone"}``.
     """
@@ -42,13 +41,18 @@ class Event(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    published_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When a worker first stored notifications of it."
+    )
     progress_user_id = models.BigIntegerField(default=0, help_text="The audience is processed up to this user id.")
     completed_at = models.DateTimeField(null=True, blank=True, help_text="When the whole audience was fanned out.")
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["completed_at", "published_at"], name="event_incomplete_idx")]
+        indexes = [
+            # The drain's queue: pending events in emit order.
+            models.Index(fields=["created_at", "id"], condition=Q(completed_at__isnull=True), name="event_pending_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.id}"

@@ -36,32 +36,51 @@ class Decision:
 NOW = Decision("now")
 
 
-def preferences_resolve(*, event_type: EventType, user_ids: Sequence[int]) -> dict[int, dict[str, Decision]]:
-    """Decide every (recipient, method) pair for one event type with one query.
+#: ``{(user_id, method): [(category, event_type, setting), ...]}``: the preferences of a set of users.
+PreferenceRows = dict[tuple[int, str], list[tuple[str, str, str]]]
 
-    Returns ``{user_id: {method_alias: Decision}}`` covering every id in
+
+def preferences_load(*, user_ids: Sequence[int], methods: Sequence[str]) -> PreferenceRows:
+    """Every preference of ``user_ids`` for ``methods``, with one query, for :func:`preferences_resolve`.
+
+    The pipeline loads them once for a batch of events of many types.
+    """
+    rows: PreferenceRows = {}
+    found = Preference.objects.filter(user_id__in=list(user_ids), method__in=list(methods)).values_list(
+        "user_id", "method", "category", "event_type", "setting"
+    )
+    for user_id, method, category, ev_type, setting in found:
+        rows.setdefault((user_id, method), []).append((category, ev_type, setting))
+    return rows
+
+
+def preferences_resolve(
+    *, event_type: EventType, user_ids: Sequence[int], rows: PreferenceRows | None = None
+) -> dict[int, dict[str, Decision]]:
+    """Decide every (recipient, method) pair for one event type.
+
+    ``rows`` are the recipients' preferences from :func:`preferences_load`
+    (loaded here, with one query, when not given). Returns
+    ``{user_id: {method_alias: Decision}}`` covering every id in
     ``user_ids`` and every method in ``event_type.methods``.
     """
     if event_type.critical:
         return {uid: dict.fromkeys(event_type.methods, NOW) for uid in user_ids}
-
-    rows = Preference.objects.filter(user_id__in=user_ids, method__in=event_type.methods).filter(
-        category=event_type.category, event_type=""
-    ) | Preference.objects.filter(user_id__in=user_ids, method__in=event_type.methods, event_type=event_type.name)
-    chosen: dict[tuple[int, str], tuple[int, str, str]] = {}  # (user, method) -> (rank, setting, scope)
-    for user_id, method, category, ev_type, setting in rows.values_list(
-        "user_id", "method", "category", "event_type", "setting"
-    ):
-        rank, scope = (2, f"event type {ev_type}") if ev_type else (1, f"category {category}")
-        if rank > chosen.get((user_id, method), (0, "", ""))[0]:
-            chosen[(user_id, method)] = (rank, setting, scope)
+    if rows is None:
+        rows = preferences_load(user_ids=user_ids, methods=event_type.methods)
 
     digestible = {m for m in event_type.methods if event_type.digestible and registry.get(m).supports_digest}
     decisions: dict[int, dict[str, Decision]] = {}
     for uid in user_ids:
         per_method: dict[str, Decision] = {}
         for method in event_type.methods:
-            _, setting, scope = chosen.get((uid, method), (0, Preference.Setting.ON, ""))
+            # The most specific preference wins: the event type's, then the category's, then "on".
+            rank, setting, scope = 0, str(Preference.Setting.ON), ""
+            for category, ev_type, value in rows.get((uid, method), ()):
+                if ev_type == event_type.name and rank < 2:
+                    rank, setting, scope = 2, value, f"event type {ev_type}"
+                elif not ev_type and category == event_type.category and rank < 1:
+                    rank, setting, scope = 1, value, f"category {category}"
             if setting == Preference.Setting.OFF:
                 per_method[method] = Decision("skip", reason=f"preference: {method} off for {scope}")
             elif setting in Preference.DIGEST_SETTINGS and method in digestible:

@@ -9,9 +9,9 @@ chain. celery beat runs ``notiflow.pipeline_recover`` every
 ``SWEEP_INTERVAL`` seconds; it claims work left untouched for
 ``RECOVER_AFTER`` seconds and queues it again:
 
-- an event whose audience was not fully fanned out (``completed_at`` unset),
-  from the last finished chunk on, unless a pipeline step of it is
-  dead-lettered;
+- events left unprocessed (``completed_at`` unset, not dead-lettered): a
+  drain is rung for them (the drain's transaction takes them, so none is
+  ever half-taken);
 - a delivery ``queued`` or ``retrying`` past its ``next_attempt_at``, not
   claimed by a live task;
 - a digest delivery not yet in a window, and a digest window left ``sending``.
@@ -28,11 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Exists, OuterRef
-
 from delivery.registry import methods
 from pipeline.conf import notiflow_settings
-from pipeline.models import DeadLetter, Delivery, DigestWindow, Event
+from pipeline.models import Delivery, DigestWindow
+from pipeline.processing import events_pending
 from pipeline.services import SENDABLE, claimable
 
 
@@ -40,7 +39,7 @@ from pipeline.services import SENDABLE, claimable
 class StaleWork:
     """Work claimed by :func:`stale_work_claim`, to be queued again."""
 
-    events: list[tuple[str, int]] = field(default_factory=list)  # (event id, after user id)
+    events: list[str] = field(default_factory=list)  # ids of events waiting for a drain
     deliveries: dict[str, list[int]] = field(default_factory=dict)  # method → delivery ids
     digest_appends: list[int] = field(default_factory=list)  # delivery ids
     windows: list[int] = field(default_factory=list)  # digest window ids
@@ -65,18 +64,10 @@ def stale_work_claim(*, now: datetime, idle: Callable[[str], bool], limit: int =
     found = StaleWork()
 
     if idle("events"):
-        dead_step = DeadLetter.objects.filter(
-            event=OuterRef("pk"), status=DeadLetter.Status.DEAD, kind=DeadLetter.Kind.STEP
-        )
-        incomplete = (
-            Event.objects.filter(completed_at__isnull=True, published_at__lt=cutoff)
-            .exclude(Exists(dead_step))
-            .order_by("published_at")
-            .values_list("pk", "published_at", "progress_user_id")[:limit]
-        )
-        for event_id, published_at, after in incomplete:
-            if Event.objects.filter(pk=event_id, published_at=published_at).update(published_at=now):
-                found.events.append((str(event_id), after))
+        # Events are claimed by the drain's own transaction: none is ever half-taken. Waiting ones get a drain.
+        found.events = [
+            str(pk) for pk in events_pending().filter(created_at__lt=cutoff).values_list("pk", flat=True)[:limit]
+        ]
 
     unclaimed = claimable(now=now)
     for method in methods.aliases():

@@ -5,14 +5,11 @@ results, and read state. Celery tasks and views call these; they hold the logic.
 from __future__ import annotations
 
 import random
-import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.template.loader import get_template
@@ -23,8 +20,7 @@ from delivery.websocket import read_state_push
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
-from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
-from pipeline.preferences import Decision
+from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.selectors import UNREAD, notification_payload, notifications_unread_count
 
 TEXT_ENGINE = "notiflow_text"  # the template engine with autoescape off, for .txt templates
@@ -43,108 +39,42 @@ def event_context(*, event: Event, recipient: Any) -> dict[str, Any]:
     }
 
 
-def _render(template_name: str, context: Mapping[str, Any]) -> str:
+def text_render(template_name: str, context: Mapping[str, Any]) -> str:
+    """Render a plain-text template (no HTML escaping) with ``context``, stripped; raises template errors."""
     return get_template(template_name, using=TEXT_ENGINE).render(dict(context)).strip()
 
 
-def notifications_persist(*, event_id: uuid.UUID | str, plan: Mapping[int, Mapping[str, Decision]]) -> dict[str, Any]:
-    """Store one notification per planned recipient and one delivery per method.
-
-    ``plan`` is ``{user_id: {method: Decision}}`` from
-    :func:`pipeline.preferences.preferences_resolve`. Idempotent: recipients
-    who already have a notification for the event are not stored again, and
-    the deliveries returned include theirs, so a redelivered task after a
-    crash completes the fan-out without doubling anything.
-
-    Returns ``{"send": {method: [delivery_id, ...]}, "digest": [delivery_id, ...]}``,
-    the deliveries still to be sent at once or batched into a digest.
-    Raises Django template errors if the event's title/body cannot render.
-    """
-    event = Event.objects.select_related("actor").get(pk=event_id)
-    spec = catalogue.get(event.event_type)
-    user_ids = sorted(int(uid) for uid in plan)
-    now = timezone.now()
-    users = get_user_model().objects.in_bulk(user_ids)
-
-    with transaction.atomic():
-        Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in user_ids], ignore_conflicts=True)
-        # Lock the recipients' inboxes in id order (no deadlock between two chains):
-        # cursors are then assigned and committed in order for each recipient.
-        inboxes = {i.user_id: i for i in Inbox.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")}
-        done = set(
-            Notification.objects.filter(event=event, recipient_id__in=user_ids).values_list("recipient_id", flat=True)
-        )
-        new: list[Notification] = []
-        for uid in user_ids:
-            if uid in done or uid not in users:
-                continue
-            context = event_context(event=event, recipient=users[uid])
-            inbox = inboxes[uid]
-            inbox.last_cursor += 1
-            new.append(
-                Notification(
-                    event=event,
-                    recipient_id=uid,
-                    event_type=spec.name,
-                    category=spec.category,
-                    title=_render(spec.template_name("title.txt"), context)[:255],
-                    body=_render(spec.template_name("body.txt"), context),
-                    data=event.data,
-                    cursor=inbox.last_cursor,
-                )
-            )
-        Notification.objects.bulk_create(new)
-        Inbox.objects.bulk_update([inboxes[n.recipient_id] for n in new], ["last_cursor"])
-        deliveries: list[Delivery] = []
-        for notification in new:
-            for method, decision in plan[notification.recipient_id].items():
-                deliveries.append(
-                    Delivery(
-                        notification=notification,
-                        method=method,
-                        status=Delivery.Status.SKIPPED if decision.action == "skip" else Delivery.Status.QUEUED,
-                        reason=decision.reason,
-                        digest=decision.digest,
-                        next_attempt_at=now,
-                    )
-                )
-        Delivery.objects.bulk_create(deliveries)
-
-    pending = Delivery.objects.filter(
-        notification__event=event, notification__recipient_id__in=user_ids, status=Delivery.Status.QUEUED
-    ).values_list("pk", "method", "digest")
-    send: dict[str, list[int]] = defaultdict(list)
-    digest: list[int] = []
-    for pk, method, frequency in pending.order_by("pk"):
-        (digest if frequency else send[method]).append(pk)
-    return {"send": dict(send), "digest": digest}
+def message_build(*, delivery_id: int, notification: Notification, recipient: Any, event: Event) -> Message:
+    """The frozen message of one delivery of ``notification`` (to ``recipient``, a user, for ``event``)."""
+    spec = catalogue.get(notification.event_type)
+    return Message(
+        delivery_id=delivery_id,
+        notification_id=notification.pk,
+        event_type=notification.event_type,
+        category=notification.category,
+        recipient=Recipient(id=recipient.pk, username=recipient.get_username(), email=recipient.email or ""),
+        title=notification.title,
+        body=notification.body,
+        template_dir=f"notiflow/events/{spec.template}",
+        context=event_context(event=event, recipient=recipient),
+        cursor=notification.cursor,
+        payload=notification_payload(notification),
+        key=f"delivery-{delivery_id}",
+    )
 
 
 def delivery_messages(*, deliveries: Iterable[Delivery]) -> list[Message]:
     """Build the frozen messages for deliveries loaded with
     ``select_related("notification__recipient", "notification__event__actor")``."""
-    messages = []
-    for delivery in deliveries:
-        n = delivery.notification
-        user = n.recipient
-        spec = catalogue.get(n.event_type)
-        messages.append(
-            Message(
-                delivery_id=delivery.pk,
-                notification_id=n.pk,
-                event_type=n.event_type,
-                category=n.category,
-                recipient=Recipient(id=user.pk, username=user.get_username(), email=user.email or ""),
-                title=n.title,
-                body=n.body,
-                template_dir=f"notiflow/events/{spec.template}",
-                context=event_context(event=n.event, recipient=user),
-                cursor=n.cursor,
-                payload=notification_payload(n),
-                key=f"delivery-{delivery.pk}",
-            )
+    return [
+        message_build(
+            delivery_id=d.pk,
+            notification=d.notification,
+            recipient=d.notification.recipient,
+            event=d.notification.event,
         )
-    return messages
+        for d in deliveries
+    ]
 
 
 SENDABLE = (Delivery.Status.QUEUED, Delivery.Status.RETRYING)

@@ -1,48 +1,46 @@
 """The Celery tasks: thin interfaces to the services.
 
-The chain for each chunk of an event's audience is
-``notiflow.preferences_check`` → ``notiflow.notifications_persist`` →
-``notiflow.deliveries_fan_out`` (queue ``events``); fan-out sends batches to
-``notiflow.deliveries_send`` on each method's queue (``deliver.<alias>``) and
-to ``notiflow.digest_append`` (queue ``digest``), then starts the chain of
-the next chunk. celery beat runs ``notiflow.digests_flush_due``,
+``notiflow.events_drain`` (queue ``events``) runs the hot path: it processes
+pending events in batches (:func:`pipeline.processing.events_process`),
+pushes each batch's WebSocket deliveries straight after its commit, and
+queues the rest: ``notiflow.deliveries_send`` on each method's queue
+(``deliver.<alias>``), ``notiflow.digest_append`` (queue ``digest``). It is
+woken by the doorbell (:mod:`pipeline.publishing`), not by one message per
+event. celery beat runs ``notiflow.digests_flush_due``,
 ``notiflow.outbox_relay`` and ``notiflow.pipeline_recover``. Dead letters are
-announced by ``notiflow.dead_letter`` on the ``dead_letter`` queue.
-Tasks take ids and JSON, never model instances.
+announced by ``notiflow.dead_letter`` on the ``dead_letter`` queue. Tasks take
+ids and JSON, never model instances, and only :mod:`pipeline.publishing`
+sends them (by name): nothing imports this module but the worker.
 
 Failures (see :class:`PipelineTask`): a database error is retried with
 backoff; a broker error is left to the recovery sweep; anything else is
-dead-lettered, with the task, its arguments and the rest of its chain.
+dead-lettered with the task and its arguments.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery import Task, chain, current_app, shared_task
+from celery import Task, current_app, shared_task
 from celery.signals import worker_process_init
 from django.db import OperationalError as DatabaseOperationalError
 from django.dispatch import Signal
 from django.utils import timezone
 from kombu.exceptions import ChannelError  # type: ignore[attr-defined]  # missing from the kombu stubs
-from kombu.exceptions import OperationalError as BrokerOperationalError
-from redis.exceptions import RedisError
 
 from delivery.base import DeliveryResult, Outcome
 from delivery.registry import methods
-from pipeline import digests, services
-from pipeline.catalogue import catalogue
+from pipeline import digests, processing, publishing, services
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
-from pipeline.events import Audience, event_publish
-from pipeline.models import DeadLetter, Delivery, Event
-from pipeline.preferences import Decision, preferences_resolve
+from pipeline.models import DeadLetter, Delivery
+from pipeline.recovery import stale_work_claim
 from pipeline.termination import pool_process_init, termination_deferred
 
 logger = logging.getLogger(__name__)
@@ -51,7 +49,7 @@ logger = logging.getLogger(__name__)
 #: :class:`~pipeline.models.DeadLetter`): connect a receiver to alert someone.
 dead_lettered = Signal()
 
-BROKER_ERRORS = (BrokerOperationalError, RedisError, ConnectionError)
+BROKER_ERRORS = publishing.BROKER_ERRORS
 
 worker_process_init.connect(pool_process_init, weak=False)
 
@@ -94,7 +92,7 @@ class PipelineTask(Task):
             logger.exception("%s[%s] failed and its dead letter could not be stored", self.name, task_id)
 
     def dead_letter(self, exc: Exception, task_id: str, args: list[Any], kwargs: dict[str, Any], tb: str) -> None:
-        """Record this failure as a STEP dead letter; replaying it runs this task and the rest of its chain."""
+        """Record this failure as a STEP dead letter; replaying it runs this task again."""
         dead_letter_record(
             kind=DeadLetter.Kind.STEP,
             task=self.name,
@@ -109,75 +107,44 @@ class PipelineTask(Task):
         )
 
 
-def event_start(*, event_id: uuid.UUID | str, after_user_id: int = 0) -> None:
-    """Queue the chain for the chunk of the event's audience after ``after_user_id``."""
-    chain(
-        preferences_check.s(str(event_id), after_user_id),
-        notifications_persist.s(),
-        deliveries_fan_out.s(),
-    ).apply_async()
+@shared_task(name="notiflow.events_drain", base=PipelineTask)
+def events_drain() -> dict[str, int]:
+    """Process pending events in batches until none is left or ``DRAIN_BUDGET`` seconds have passed.
 
-
-@shared_task(name="notiflow.preferences_check", base=PipelineTask)
-def preferences_check(event_id: str, after_user_id: int = 0) -> dict[str, Any]:
-    """Expand one chunk of the audience (user ids after ``after_user_id``) and decide every (recipient, method).
-
-    Returns ``{"event_id": str, "plan": {"<user_id>": {method: [action, digest, reason]}},
-    "last_user_id": int, "more": bool}``; ``more`` when the chunk is full and another may follow.
+    Each batch is stored in one transaction, its WebSocket deliveries are
+    pushed at once, and its other deliveries queued. The doorbell stays held
+    while there is work; at the end it is released and the queue looked at
+    once more (see :mod:`pipeline.publishing`). With work left at the budget's
+    end it rings again and returns, so other tasks get their turn.
+    Returns ``{"batches": n, "events": n, "notifications": n}``.
     """
-    event = Event.objects.get(pk=event_id)
-    spec = catalogue.get(event.event_type)
-    audience = Audience.from_json(event.audience)
-    size = notiflow_settings.AUDIENCE_CHUNK_SIZE
-    recipients = audience.recipients(exclude=None if event.include_actor else event.actor_id)
-    user_ids = list(recipients.filter(pk__gt=after_user_id).values_list("pk", flat=True)[:size])
-    plan = preferences_resolve(event_type=spec, user_ids=user_ids)
-    return {
-        "event_id": event_id,
-        "plan": {str(uid): {m: d.as_json() for m, d in per_method.items()} for uid, per_method in plan.items()},
-        "last_user_id": user_ids[-1] if user_ids else after_user_id,
-        "more": len(user_ids) == size,
-    }
+    counts = {"batches": 0, "events": 0, "notifications": 0}
+    deadline = time.monotonic() + float(notiflow_settings.DRAIN_BUDGET)
+    released = False
+    while True:
+        if not released:
+            publishing.doorbell_hold()
+        batch = processing.events_process_isolating()
+        if not batch and not batch.dead_lettered:
+            if released:
+                return counts
+            publishing.doorbell_release()  # then look once more: an emitter may have relied on the doorbell
+            released = True
+            continue
+        released = False
+        _batch_deliver(batch)
+        counts["batches"] += 1
+        counts["events"] += batch.events
+        counts["notifications"] += batch.notifications
+        if time.monotonic() > deadline:
+            publishing.events_ring(force=True)
+            return counts
 
 
-@shared_task(name="notiflow.notifications_persist", base=PipelineTask)
-def notifications_persist(checked: dict[str, Any]) -> dict[str, Any]:
-    """Store the notifications and deliveries of one chunk; returns what to fan out.
-
-    Returns ``{"event_id", "send": {method: [delivery id]}, "digest": [delivery id], "last_user_id", "more"}``.
-    Raises Django template errors for an event that cannot render (dead-lettered).
-    """
-    plan = {
-        int(uid): {m: Decision.from_json(d) for m, d in per_method.items()}
-        for uid, per_method in checked["plan"].items()
-    }
-    persisted = services.notifications_persist(event_id=checked["event_id"], plan=plan)
-    return {
-        **persisted,
-        "event_id": checked["event_id"],
-        "last_user_id": checked["last_user_id"],
-        "more": checked["more"],
-    }
-
-
-@shared_task(name="notiflow.deliveries_fan_out", base=PipelineTask)
-def deliveries_fan_out(persisted: dict[str, Any]) -> dict[str, int]:
-    """Queue one ``deliveries_send`` per method per batch and the digest appends, then the next chunk.
-
-    Chunks run one after the other, so the event's ``progress_user_id`` and
-    ``completed_at`` say exactly how far its fan-out got (the recovery sweep
-    resumes from there). Returns ``{method or "digest": number of deliveries queued}``.
-    """
-    deliveries_dispatch(send=persisted["send"], digest=persisted["digest"])
-    counts = {method: len(ids) for method, ids in persisted["send"].items()}
-    counts["digest"] = len(persisted["digest"])
-    event_id, last_user_id = persisted["event_id"], int(persisted["last_user_id"])
-    if persisted["more"]:
-        Event.objects.filter(pk=event_id).update(progress_user_id=last_user_id, published_at=timezone.now())
-        event_start(event_id=event_id, after_user_id=last_user_id)
-    else:
-        Event.objects.filter(pk=event_id).update(progress_user_id=last_user_id, completed_at=timezone.now())
-    return counts
+def _batch_deliver(batch: processing.Batch) -> None:
+    """Push a committed batch's inline deliveries, then queue its other deliveries and digest appends."""
+    retry = processing.inline_send(batch=batch)
+    publishing.deliveries_dispatch(send={**batch.queued, **retry}, digest=batch.digest)
 
 
 def _countdown(task: Task, policy: dict[str, float]) -> float:
@@ -261,17 +228,6 @@ def digest_append(delivery_ids: list[int]) -> int:
     return digests.digest_entries_append(delivery_ids=delivery_ids)
 
 
-def deliveries_dispatch(*, send: Mapping[str, Sequence[int]], digest: Sequence[int] = ()) -> None:
-    """Queue ``notiflow.deliveries_send`` per method (``{method: [delivery id]}``) on the method's queue
-    and ``notiflow.digest_append`` for digest deliveries, in batches of ``DELIVERY_BATCH_SIZE``."""
-    size = notiflow_settings.DELIVERY_BATCH_SIZE
-    for method, ids in send.items():
-        for start in range(0, len(ids), size):
-            deliveries_send.apply_async((method, list(ids[start : start + size])), queue=methods.queue(method))
-    for start in range(0, len(digest), size):
-        digest_append.delay(list(digest[start : start + size]))
-
-
 @shared_task(name="notiflow.digests_flush_due")
 def digests_flush_due(as_of: str | None = None) -> list[int]:
     """Close every window due at ``as_of`` (ISO 8601; default now) and queue its sending.
@@ -281,7 +237,7 @@ def digests_flush_due(as_of: str | None = None) -> list[int]:
     when = datetime.fromisoformat(as_of) if as_of else timezone.now()
     claimed = digests.digests_claim_due(as_of=when)
     for window_id in claimed:
-        digest_send.delay(window_id)
+        publishing.digest_send(window_id=window_id)
     return claimed
 
 
@@ -339,17 +295,13 @@ def digest_send(self: Task, window_id: int) -> int:
 
 @shared_task(name="notiflow.outbox_relay")
 def outbox_relay() -> int:
-    """Publish events left in the outbox (the broker was down at emit time); returns how many."""
+    """Ring the doorbell if events have waited longer than ``OUTBOX_RELAY_AFTER`` seconds (the broker was down
+    when they were emitted, or the message was lost) and no drain is queued; returns how many events wait."""
     cutoff = timezone.now() - timedelta(seconds=notiflow_settings.OUTBOX_RELAY_AFTER)
-    ids = list(
-        Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff).values_list("pk", flat=True)[:500]
-    )
-    published = 0
-    for event_id in ids:
-        if not event_publish(event_id=event_id, force=True):
-            break  # the broker went away again: the rest waits for the next run
-        published += 1
-    return published
+    waiting = processing.events_pending().filter(created_at__lt=cutoff).count()
+    if waiting and queue_is_idle(publishing.EVENTS_QUEUE):
+        publishing.events_ring(force=True)
+    return waiting
 
 
 def queue_is_idle(name: str) -> bool:
@@ -365,14 +317,12 @@ def queue_is_idle(name: str) -> bool:
 @shared_task(name="notiflow.pipeline_recover")
 def pipeline_recover() -> dict[str, int]:
     """Queue again the work the broker lost (see :mod:`pipeline.recovery`); returns how much of each kind."""
-    from pipeline.recovery import stale_work_claim
-
     stale = stale_work_claim(now=timezone.now(), idle=queue_is_idle)
-    for event_id, after in stale.events:
-        event_start(event_id=event_id, after_user_id=after)
-    deliveries_dispatch(send=stale.deliveries, digest=stale.digest_appends)
+    if stale.events:
+        publishing.events_ring(force=True)
+    publishing.deliveries_dispatch(send=stale.deliveries, digest=stale.digest_appends)
     for window_id in stale.windows:
-        digest_send.delay(window_id)
+        publishing.digest_send(window_id=window_id)
     counts = stale.counts()
     if any(counts.values()):
         logger.warning("Recovery sweep queued lost work again: %s", counts)

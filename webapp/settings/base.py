@@ -86,6 +86,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
+# Seconds a database connection is kept between requests or tasks (0: one per request or task).
+# worker.py sets 600 for the Celery worker, whose tasks run back to back in the same processes:
+# opening a connection per task cost about a tenth of the pool's time.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,8 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from pipeline.deadletters import dead_letters_replay, dead_letters_select
+from pipeline.deadletters import dead_letters_select
 from pipeline.models import DeadLetter
+from pipeline.publishing import dead_letters_replay
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

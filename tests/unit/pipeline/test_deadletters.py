@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from delivery.base import DeliveryResult
 from pipeline import services
-from pipeline.deadletters import dead_letter_record, dead_letters_replay, dead_letters_select
+from pipeline.deadletters import dead_letter_record, dead_letters_select
+from pipeline.publishing import dead_letters_replay
 from pipeline.management.commands.deadletters import parse_since
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 
@@ -116,8 +117,8 @@ def test_work_that_fails_again_after_a_replay_is_a_new_dead_letter_with_its_hist
 
 
 def test_a_step_dead_letter_is_linked_to_the_replayed_step_of_the_same_arguments(delivery):
-    args = [{"event_id": str(delivery.notification.event_id)}]
-    kwargs = {"task": "notiflow.notifications_persist", "exception": "TemplateDoesNotExist: x", "args": args}
+    args = [str(delivery.notification.event_id)]
+    kwargs = {"task": "notiflow.events_drain", "exception": "TemplateDoesNotExist: x", "args": args}
     first = dead_letter_record(kind="step", event_id=delivery.notification.event_id, **kwargs)
     dead_letters_replay(letters=[first])
     second = dead_letter_record(kind="step", event_id=delivery.notification.event_id, **kwargs)

@@ -47,23 +47,19 @@ def delivery(event, users):
     )
 
 
-def test_an_incomplete_event_is_queued_again_from_its_last_chunk_once(event):
+def test_an_event_left_waiting_gets_a_drain_and_a_recent_one_does_not(event):
     now = timezone.now()
-    assert stale_work_claim(now=now, idle=idle).events == [(str(event.pk), 7)]
-    event.refresh_from_db()
-    assert event.published_at == now
-    assert stale_work_claim(now=now, idle=idle).events == []  # claimed: left alone for RECOVER_AFTER
+    assert stale_work_claim(now=now, idle=idle).events == []  # emitted just now: its drain may be on the way
+    Event.objects.filter(pk=event.pk).update(created_at=now - LONG_AGO)
+    assert stale_work_claim(now=now, idle=idle).events == [str(event.pk)]
 
 
 def test_a_completed_or_recent_or_dead_lettered_event_is_left_alone(event, users):
-    Event.objects.filter(pk=event.pk).update(completed_at=timezone.now())
-    recent = Event.objects.create(
-        event_type="critique.created", audience={}, occurred_at=timezone.now(), published_at=timezone.now()
-    )
-    poison = Event.objects.create(
-        event_type="critique.created", audience={}, occurred_at=timezone.now(), published_at=timezone.now() - LONG_AGO
-    )
-    dead_letter_record(kind="step", task="notiflow.notifications_persist", exception="x", event_id=poison.pk)
+    Event.objects.filter(pk=event.pk).update(completed_at=timezone.now(), created_at=timezone.now() - LONG_AGO)
+    recent = Event.objects.create(event_type="critique.created", audience={}, occurred_at=timezone.now())
+    poison = Event.objects.create(event_type="critique.created", audience={}, occurred_at=timezone.now())
+    Event.objects.filter(pk=poison.pk).update(created_at=timezone.now() - LONG_AGO)
+    dead_letter_record(kind="step", task="notiflow.events_drain", exception="x", event_id=poison.pk)
     assert recent.pk and stale_work_claim(now=timezone.now(), idle=idle).events == []
 
 

@@ -1,0 +1,374 @@
+"""The hot path: many events per transaction, decided, stored and pushed.
+
+:func:`events_process` takes the oldest events not yet processed, in the
+order they were emitted, and in **one transaction** expands their audiences,
+resolves every recipient's preferences (one query for the whole batch),
+renders the notifications, hands out each recipient's cursors, stores the
+notifications and deliveries, and marks the events done. Taking the events
+and storing their notifications commit together, so an event is processed
+exactly once: a worker that dies mid-batch commits nothing and the next drain
+takes the same events again. Writers are serialised (SQLite's single writer;
+a transaction-level advisory lock on PostgreSQL), so cursors follow the
+order in which events were emitted, per recipient, across batches and workers.
+
+After the commit, :func:`inline_send` sends the deliveries of methods cheap
+enough to send from here (``send_inline``: the WebSocket push), and the caller
+queues the rest (email batches on their method's queue, digest appends).
+
+An audience larger than ``NOTIFLOW["AUDIENCE_CHUNK_SIZE"]`` recipients is
+stored in chunks of that size, one transaction each, in user id order
+(``Event.progress_user_id`` says how far it got); events after it wait for
+its last chunk, so that per-recipient order holds.
+
+An event whose notification cannot be rendered (a missing template, a bug in
+a template filter) is a poison event: it is dead-lettered (a ``step`` dead
+letter of ``notiflow.events_drain`` naming the event) and left out, and the
+rest of the batch goes on. A replay makes it pending again.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from delivery.base import DeliveryResult, Message, Outcome
+from delivery.registry import methods
+from pipeline.audiences import Audience
+from pipeline.catalogue import EventType, catalogue
+from pipeline.conf import notiflow_settings
+from pipeline.deadletters import DRAIN_TASK, dead_letter_record
+from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
+from pipeline.preferences import Decision, preferences_load, preferences_resolve
+from pipeline.services import delivery_record, event_context, message_build, text_render
+
+logger = logging.getLogger(__name__)
+
+#: The PostgreSQL advisory lock that serialises the writers of cursors (``pg_advisory_xact_lock``).
+CURSOR_LOCK = zlib.crc32(b"notiflow.cursors")
+
+
+@dataclass
+class Batch:
+    """What one call of :func:`events_process` did, and what is left to send after its commit.
+
+    ``inline``: ``{method: [Message]}`` for :func:`inline_send`; ``queued``:
+    ``{method: [delivery id]}`` for the methods' queues; ``digest``: delivery
+    ids to append to digest windows; ``dead_lettered``: ids of poison events.
+    """
+
+    events: int = 0
+    notifications: int = 0
+    inline: dict[str, list[Message]] = field(default_factory=dict)
+    queued: dict[str, list[int]] = field(default_factory=dict)
+    digest: list[int] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events)
+
+
+def events_pending() -> QuerySet[Event]:
+    """Events not yet fully processed and not dead-lettered, oldest (first emitted) first."""
+    poisoned = DeadLetter.objects.filter(event=OuterRef("pk"), status=DeadLetter.Status.DEAD, kind=DeadLetter.Kind.STEP)
+    return Event.objects.filter(completed_at__isnull=True).filter(~Exists(poisoned)).order_by("created_at", "pk")
+
+
+def _serialise_writers() -> None:
+    """Make this transaction the only writer of cursors until it ends (SQLite has one writer anyway)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CURSOR_LOCK])
+
+
+def _candidates(event: Event, audience: Audience, room: int) -> tuple[list[int], int, bool]:
+    """Up to ``room`` recipient ids of ``event`` after its progress, ascending; the last id looked at; whether more
+    may follow. Explicit audiences are filtered for active users later, with the rest of the batch."""
+    exclude = None if event.include_actor else event.actor_id
+    after = event.progress_user_id
+    if audience.kind == "users":
+        ids = sorted(uid for uid in set(audience.user_ids) if uid > after and uid != exclude)
+    else:
+        ids = list(audience.recipients(exclude=exclude).filter(pk__gt=after).values_list("pk", flat=True)[: room + 1])
+    more = len(ids) > room
+    ids = ids[:room]
+    return ids, (ids[-1] if ids else after), more
+
+
+@dataclass
+class _Planned:
+    event: Event
+    spec: EventType
+    user_ids: list[int]
+    last_user_id: int
+    more: bool
+
+
+def _plan(events: Sequence[Event], chunk: int) -> list[_Planned]:
+    """The recipients each event contributes to this transaction, at most ``chunk`` in all; stops at an event
+    that does not fit whole (events after it wait, to keep each recipient's order)."""
+    planned: list[_Planned] = []
+    used = 0
+    for event in events:
+        room = chunk - used
+        if room <= 0:
+            break
+        ids, last, more = _candidates(event, Audience.from_json(event.audience), room)
+        planned.append(_Planned(event, catalogue.get(event.event_type), ids, last, more))
+        used += len(ids)
+        if more:
+            break
+    return planned
+
+
+def _render_all(plan: _Planned, users: dict[int, Any]) -> list[tuple[int, str, str]]:
+    """``[(user id, title, body)]`` of one event for its active recipients; raises what the templates raise."""
+    rendered = []
+    for uid in plan.user_ids:
+        user = users.get(uid)
+        if user is None:
+            continue  # inactive, or deleted since the event
+        context = event_context(event=plan.event, recipient=user)
+        title = text_render(plan.spec.template_name("title.txt"), context)[:255]
+        rendered.append((uid, title, text_render(plan.spec.template_name("body.txt"), context)))
+    return rendered
+
+
+def events_process(*, limit: int | None = None, chunk: int | None = None) -> Batch:
+    """Process the next events (at most ``limit``, at most ``chunk`` recipients) in one transaction.
+
+    ``limit`` defaults to ``NOTIFLOW["EVENT_BATCH_SIZE"]`` and ``chunk`` to
+    ``NOTIFLOW["AUDIENCE_CHUNK_SIZE"]``. Returns the :class:`Batch`, empty
+    when no event is pending. Raises ``django.db.DatabaseError`` (the
+    transaction rolled back; nothing was taken) and, for an error outside
+    rendering, whatever raised: :func:`events_process_isolating` then finds
+    the event that causes it.
+    """
+    limit = limit or int(notiflow_settings.EVENT_BATCH_SIZE)
+    chunk = chunk or int(notiflow_settings.AUDIENCE_CHUNK_SIZE)
+    batch = Batch()
+    now = timezone.now()
+    with transaction.atomic():
+        _serialise_writers()
+        events = list(events_pending().select_related("actor")[:limit])
+        if not events:
+            return batch
+        plans = _plan(events, chunk)
+        batch.events = len(plans)
+        all_ids = sorted({uid for p in plans for uid in p.user_ids})
+        users = get_user_model().objects.filter(is_active=True).in_bulk(all_ids)
+        methods_used = sorted({m for p in plans for m in p.spec.methods})
+        preferences = preferences_load(user_ids=list(users), methods=methods_used)
+
+        renders: list[tuple[_Planned, list[tuple[int, str, str]]]] = []
+        for plan in plans:
+            try:
+                renders.append((plan, _render_all(plan, users)))
+            except DatabaseError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a poison event: dead-lettered, the batch goes on
+                dead_letter_record(
+                    kind=DeadLetter.Kind.STEP,
+                    task=DRAIN_TASK,
+                    args=[str(plan.event.pk)],
+                    exception=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                    event_id=plan.event.pk,
+                )
+                batch.dead_lettered.append(str(plan.event.pk))
+
+        recipients = sorted({uid for _, rows in renders for uid, _, _ in rows})
+        inboxes = _inboxes_locked(recipients)
+        stored = set(
+            Notification.objects.filter(
+                event_id__in=[p.event.pk for p, _ in renders], recipient_id__in=recipients
+            ).values_list("event_id", "recipient_id")
+        )
+        new: list[Notification] = []
+        plan_of: list[_Planned] = []
+        for plan, rows in renders:
+            for uid, title, body in rows:
+                if (plan.event.pk, uid) in stored:
+                    continue  # stored by an earlier run (a replay after a manual reset): never twice
+                inbox = inboxes[uid]
+                inbox.last_cursor += 1
+                new.append(
+                    Notification(
+                        event=plan.event,
+                        recipient_id=uid,
+                        event_type=plan.spec.name,
+                        category=plan.spec.category,
+                        title=title,
+                        body=body,
+                        data=plan.event.data,
+                        cursor=inbox.last_cursor,
+                    )
+                )
+                plan_of.append(plan)
+        Notification.objects.bulk_create(new)
+        Inbox.objects.bulk_update([inboxes[uid] for uid in {n.recipient_id for n in new}], ["last_cursor"])
+
+        decisions = {
+            id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
+            for plan in plans
+        }
+        deliveries: list[Delivery] = []
+        for notification, plan in zip(new, plan_of, strict=True):
+            for method, decision in decisions[id(plan)][notification.recipient_id].items():
+                deliveries.append(_delivery(notification, method, decision, now))
+        Delivery.objects.bulk_create(deliveries)
+
+        done = [p.event.pk for p, _ in renders if not p.more]
+        if done:
+            Event.objects.filter(pk__in=done).update(completed_at=now, published_at=Coalesce("published_at", now))
+        for plan, _ in renders:
+            if plan.more:
+                Event.objects.filter(pk=plan.event.pk).update(
+                    progress_user_id=plan.last_user_id, published_at=Coalesce("published_at", now)
+                )
+        batch.notifications = len(new)
+
+    _sort(batch, deliveries, users)
+    return batch
+
+
+def _inboxes_locked(user_ids: list[int]) -> dict[int, Inbox]:
+    """The inbox rows of ``user_ids``, created where missing, locked until the transaction ends."""
+    locked = Inbox.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
+    inboxes = {inbox.user_id: inbox for inbox in locked}
+    missing = [uid for uid in user_ids if uid not in inboxes]
+    if missing:
+        Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in missing], ignore_conflicts=True)
+        inboxes.update({inbox.user_id: inbox for inbox in locked.filter(user_id__in=missing)})
+    return inboxes
+
+
+def _delivery(notification: Notification, method: str, decision: Decision, now: Any) -> Delivery:
+    return Delivery(
+        notification=notification,
+        method=method,
+        status=Delivery.Status.SKIPPED if decision.action == "skip" else Delivery.Status.QUEUED,
+        reason=decision.reason,
+        digest=decision.digest,
+        next_attempt_at=now,
+    )
+
+
+def _sort(batch: Batch, deliveries: list[Delivery], users: dict[int, Any]) -> None:
+    """Sort the stored deliveries into what :func:`inline_send` sends, what is queued and what is digested."""
+    inline: dict[str, list[Message]] = defaultdict(list)
+    queued: dict[str, list[int]] = defaultdict(list)
+    for delivery in deliveries:
+        if delivery.status != Delivery.Status.QUEUED:
+            continue
+        if delivery.digest:
+            batch.digest.append(delivery.pk)
+        elif methods.get(delivery.method).send_inline:
+            n = delivery.notification
+            inline[delivery.method].append(
+                message_build(delivery_id=delivery.pk, notification=n, recipient=users[n.recipient_id], event=n.event)
+            )
+        else:
+            queued[delivery.method].append(delivery.pk)
+    batch.inline, batch.queued = dict(inline), dict(queued)
+
+
+def events_process_isolating(*, limit: int | None = None, chunk: int | None = None) -> Batch:
+    """:func:`events_process`, but an error that is not the database's dead-letters the event that causes it.
+
+    When a batch raises, the events are taken again one at a time: those
+    before the culprit are processed, the culprit is dead-lettered with the
+    error and its traceback, and the returned batch is that of the events
+    processed. ``DatabaseError`` propagates (the task retries it).
+    """
+    try:
+        return events_process(limit=limit, chunk=chunk)
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.exception("A batch of events failed; retrying them one at a time to find the cause")
+    merged = Batch()
+    for _ in range(limit or int(notiflow_settings.EVENT_BATCH_SIZE)):
+        try:
+            one = events_process(limit=1, chunk=chunk)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            culprit = events_pending().values_list("pk", flat=True).first()
+            if culprit is None:
+                raise
+            with transaction.atomic():
+                dead_letter_record(
+                    kind=DeadLetter.Kind.STEP,
+                    task=DRAIN_TASK,
+                    args=[str(culprit)],
+                    exception=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                    event_id=culprit,
+                )
+            merged.dead_lettered.append(str(culprit))
+            break
+        if not one:
+            break
+        _merge(merged, one)
+    return merged
+
+
+def _merge(into: Batch, other: Batch) -> None:
+    into.events += other.events
+    into.notifications += other.notifications
+    for method, messages in other.inline.items():
+        into.inline.setdefault(method, []).extend(messages)
+    for method, ids in other.queued.items():
+        into.queued.setdefault(method, []).extend(ids)
+    into.digest.extend(other.digest)
+    into.dead_lettered.extend(other.dead_lettered)
+
+
+def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
+    """Send the batch's inline deliveries (the WebSocket pushes) right after its commit; record the results.
+
+    Sent deliveries are recorded ``sent`` with one UPDATE per method; a
+    failed one is recorded as :func:`pipeline.services.delivery_record`
+    records any attempt (``retrying``, to be queued again by the caller, or
+    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``.
+    """
+    retry: dict[str, list[int]] = {}
+    now = timezone.now()
+    for method, messages in batch.inline.items():
+        try:
+            results = list(methods.get(method).send(messages))
+        except Exception:
+            logger.exception("The %s method raised on a batch of %d; queueing it", method, len(messages))
+            retry[method] = [m.delivery_id for m in messages if m.delivery_id is not None]
+            continue
+        missing = DeliveryResult.failed(f"the {method} method returned no result for this message")
+        results += [missing] * (len(messages) - len(results))
+        sent = [m.delivery_id for m, r in zip(messages, results, strict=False) if r.outcome is Outcome.SENT]
+        Delivery.objects.filter(pk__in=sent, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.SENT, sent_at=now, attempts=F("attempts") + 1, updated_at=now
+        )
+        failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome is not Outcome.SENT}
+        if not failed:
+            continue
+        policy = methods.retry_policy(method)
+        for delivery in Delivery.objects.select_related("notification").filter(pk__in=list(failed)):
+            if delivery_record(
+                delivery=delivery,
+                result=failed[delivery.pk],
+                final=False,
+                retry_in=float(policy["BACKOFF_BASE"]),
+                task_id=task_id,
+            ):
+                retry.setdefault(method, []).append(delivery.pk)
+    return retry
