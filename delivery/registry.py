@@ -12,6 +12,10 @@ layers do::
 ``QUEUE`` defaults to ``deliver.<alias>``; ``RETRY`` overrides keys of
 ``NOTIFLOW["RETRY"]`` for this method. Methods are imported lazily and
 cached; an unknown alias or a bad path raises an error naming both.
+
+The registry reads ``settings.NOTIFLOW`` itself, with the defaults below
+(``pipeline.conf`` takes its defaults from here): delivery methods sit under
+the pipeline and never import it.
 """
 
 from __future__ import annotations
@@ -19,14 +23,29 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from delivery.base import DeliveryMethod
-from pipeline.conf import notiflow_settings
-from pipeline.exceptions import UnknownDeliveryMethod
 
 _ENTRY_KEYS = frozenset({"BACKEND", "OPTIONS", "QUEUE", "RETRY"})
+
+#: ``NOTIFLOW["DELIVERY_METHODS"]`` when the project sets none.
+DEFAULT_METHODS: dict[str, dict[str, Any]] = {
+    "email": {"BACKEND": "delivery.email.EmailMethod"},
+    "websocket": {"BACKEND": "delivery.websocket.WebSocketMethod"},
+}
+#: ``NOTIFLOW["RETRY"]`` when the project sets none: seconds, seconds, attempts (see ``pipeline.conf``).
+DEFAULT_RETRY: dict[str, float] = {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 10}
+
+
+class UnknownDeliveryMethod(LookupError):
+    """A delivery method alias is not in ``NOTIFLOW["DELIVERY_METHODS"]``."""
+
+
+def _notiflow(key: str, default: Any) -> Any:
+    return getattr(settings, "NOTIFLOW", {}).get(key, default)
 
 
 class MethodRegistry:
@@ -34,7 +53,7 @@ class MethodRegistry:
         self._instances: dict[str, DeliveryMethod] = {}
 
     def _config(self) -> dict[str, dict[str, Any]]:
-        config: dict[str, dict[str, Any]] = notiflow_settings.DELIVERY_METHODS
+        config: dict[str, dict[str, Any]] = _notiflow("DELIVERY_METHODS", DEFAULT_METHODS)
         return config
 
     def aliases(self) -> list[str]:
@@ -88,7 +107,7 @@ class MethodRegistry:
 
     def retry_policy(self, alias: str) -> dict[str, float]:
         """``{"BACKOFF_BASE": s, "BACKOFF_CAP": s, "MAX_ATTEMPTS": n}`` for ``alias``."""
-        policy: dict[str, float] = {**notiflow_settings.RETRY, **self.entry(alias).get("RETRY", {})}
+        policy: dict[str, float] = {**_notiflow("RETRY", DEFAULT_RETRY), **self.entry(alias).get("RETRY", {})}
         return policy
 
     def queues(self) -> list[str]:

@@ -21,15 +21,18 @@ and beat processes alike); a bad entry raises ``ImproperlyConfigured``.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 
+from delivery.registry import methods as registry
 from pipeline.conf import notiflow_settings
 from pipeline.exceptions import UnknownEventType
 
@@ -95,8 +98,6 @@ class Catalogue:
         try:
             return self.types[name]
         except KeyError:
-            import difflib
-
             close = difflib.get_close_matches(name, self.types, n=3)
             hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
             raise UnknownEventType(f"Unknown event type {name!r}.{hint}") from None
@@ -106,8 +107,6 @@ class Catalogue:
 
         Raises ``ImproperlyConfigured`` naming the first problem found.
         """
-        from delivery.registry import methods as registry
-
         for event_type in self.types.values():
             for alias in event_type.methods:
                 if alias not in registry.aliases():
@@ -128,3 +127,11 @@ class Catalogue:
 
 
 catalogue = Catalogue()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "NOTIFLOW":
+        catalogue.reload()
+
+
+setting_changed.connect(_reload)

@@ -115,12 +115,11 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+from delivery.registry import DEFAULT_METHODS, DEFAULT_RETRY, methods
+
 DEFAULTS: dict[str, Any] = {
     "EVENT_TYPES": {},
-    "DELIVERY_METHODS": {
-        "email": {"BACKEND": "delivery.email.EmailMethod"},
-        "websocket": {"BACKEND": "delivery.websocket.WebSocketMethod"},
-    },
+    "DELIVERY_METHODS": DEFAULT_METHODS,
     "MAX_EVENT_DATA_BYTES": 64 * 1024,
     "EVENT_BATCH_SIZE": 200,
     "AUDIENCE_CHUNK_SIZE": 2000,
@@ -153,7 +152,7 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_LEASE": 300,
     "RECOVER_AFTER": 300,
     "SWEEP_INTERVAL": 30,
-    "RETRY": {"BACKOFF_BASE": 5.0, "BACKOFF_CAP": 600.0, "MAX_ATTEMPTS": 10},
+    "RETRY": DEFAULT_RETRY,
 }
 
 #: The keys that are dicts merged over their defaults, so a project sets only what it changes.
@@ -210,12 +209,10 @@ notiflow_settings = NotiflowSettings()
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
+    """A test changed ``NOTIFLOW``: forget the merged settings and the cached delivery methods
+    (the catalogue listens for the same signal in :mod:`pipeline.catalogue`)."""
     if setting == "NOTIFLOW":
         notiflow_settings.reload()
-        from delivery.registry import methods
-        from pipeline.catalogue import catalogue
-
-        catalogue.reload()
         methods.reload()
 
 

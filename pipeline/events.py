@@ -38,35 +38,40 @@ class IdempotencyConflict(EventError):
 
 
 def _validate_audience(audience: Any) -> Audience:
+    """The audience's shape (no database read; :func:`_check_users` reads)."""
     if isinstance(audience, Iterable) and not isinstance(audience, str | bytes | Mapping | Audience):
         audience = Audience.users(*audience)
     if not isinstance(audience, Audience):
         raise InvalidAudience(f"audience must be an Audience or a list of user ids, not {type(audience).__name__}.")
-    if audience.kind == "users":
-        if not audience.user_ids:
-            raise InvalidAudience("The audience is empty.")
-        found = set(get_user_model().objects.filter(pk__in=audience.user_ids).values_list("pk", flat=True))
-        missing = [uid for uid in audience.user_ids if uid not in found]
-        if missing:
-            raise InvalidAudience(f"The audience names unknown user id(s): {missing}.")
-    elif audience.kind == "role":
-        if not Group.objects.filter(name=audience.role_name).exists():
-            raise InvalidAudience(f"The audience names role {audience.role_name!r}, which is not a group.")
-    elif audience.kind != "everyone":
+    if audience.kind == "users" and not audience.user_ids:
+        raise InvalidAudience("The audience is empty.")
+    if audience.kind not in ("users", "role", "everyone"):
         raise InvalidAudience(f"Unknown audience kind {audience.kind!r}.")
     return audience
 
 
 def _validate_actor(actor: Any) -> int | None:
+    """The actor's user id, or ``None`` (no database read; :func:`_check_users` reads)."""
     if actor is None:
         return None
     if isinstance(actor, AbstractBaseUser):
         actor = actor.pk
     if isinstance(actor, bool) or not isinstance(actor, int):
         raise InvalidActor(f"actor must be None, a user or a user id, not {actor!r}.")
-    if not get_user_model().objects.filter(pk=actor).exists():
-        raise InvalidActor(f"actor {actor} is not a user.")
     return actor
+
+
+def _check_users(audience: Audience, actor_id: int | None) -> None:
+    """Check that the users the event names exist, with one query (and one more for a role)."""
+    named = [*audience.user_ids, *([actor_id] if actor_id is not None else [])]
+    found = set(get_user_model().objects.filter(pk__in=named).values_list("pk", flat=True)) if named else set()
+    missing = [uid for uid in audience.user_ids if uid not in found]
+    if missing:
+        raise InvalidAudience(f"The audience names unknown user id(s): {missing}.")
+    if audience.kind == "role" and not Group.objects.filter(name=audience.role_name).exists():
+        raise InvalidAudience(f"The audience names role {audience.role_name!r}, which is not a group.")
+    if actor_id is not None and actor_id not in found:
+        raise InvalidActor(f"actor {actor_id} is not a user.")
 
 
 def _validate_data(data: Any) -> dict[str, Any]:
@@ -128,6 +133,7 @@ def emit_event(
     spec = catalogue.get(event_type)
     audience_ = _validate_audience(audience)
     actor_id = _validate_actor(actor)
+    _check_users(audience_, actor_id)
     payload = _validate_data(data)
     target_type, target_id = _target(target)
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255):

@@ -8,6 +8,18 @@ raised, nothing has been written and nothing has been queued.
 
 from __future__ import annotations
 
+from delivery.registry import UnknownDeliveryMethod
+
+__all__ = [
+    "EventError",
+    "InvalidActor",
+    "InvalidAudience",
+    "InvalidEventData",
+    "NotiflowError",
+    "UnknownDeliveryMethod",
+    "UnknownEventType",
+]
+
 
 class NotiflowError(Exception):
     """Base class of every notiflow error."""
@@ -31,7 +43,3 @@ class InvalidEventData(EventError):
 
 class InvalidActor(EventError):
     """The actor is neither ``None``, a user, nor the id of an existing user."""
-
-
-class UnknownDeliveryMethod(NotiflowError, LookupError):
-    """A delivery method alias is not in ``NOTIFLOW["DELIVERY_METHODS"]``."""

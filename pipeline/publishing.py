@@ -169,6 +169,11 @@ def dead_letter_announce(*, dead_letter_id: int, **_: Any) -> None:
         logger.warning("Dead letter #%s stored but not announced (broker unreachable?): %s", dead_letter_id, exc)
 
 
+def task_send(*, task: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+    """Queue the task named ``task`` on its routed queue (what celery beat does, from code: the demo, an operator)."""
+    current_app.send_task(task, args=list(args), kwargs=dict(kwargs or {}))
+
+
 def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "") -> deadletters.ReplayReport:
     """Replay dead letters (:func:`pipeline.deadletters.dead_letters_replay`) and queue their work on commit.
 
@@ -182,7 +187,7 @@ def dead_letters_replay(*, letters: Iterable[DeadLetter], replayed_by: str = "")
             for window_id in report.windows:
                 digest_send(window_id=window_id)
             for task, args, kwargs in report.steps:
-                current_app.send_task(task, args=args, kwargs=kwargs)
+                task_send(task=task, args=args, kwargs=kwargs)
             if report.events:
                 events_ring(force=True)
         except BROKER_ERRORS as exc:

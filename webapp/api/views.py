@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pipeline.conf import notiflow_settings
 from pipeline.selectors import notification_payload, notifications_for_user, notifications_unread_count
 from pipeline.services import notification_mark_read, notifications_mark_all_read
 from webapp.realtime.tickets import ticket_issue
@@ -70,8 +71,6 @@ class TokenView(APIView):
     """``POST /api/token/`` (session or basic auth): ``{"token": jwt, "expires_in": seconds}``."""
 
     def post(self, request: Request) -> Response:
-        from pipeline.conf import notiflow_settings
-
         ttl = int(notiflow_settings.JWT["TTL"])
         return Response({"token": token_issue(user_id=_user_id(request), ttl=ttl), "expires_in": ttl})
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from pipeline import publishing
 from pipeline.models import Delivery, DigestEntry, Notification
 from webapp.gallery import services
 from webapp.gallery.seed import MODERATORS, demo_seed
@@ -144,9 +145,10 @@ def play(stack: Any) -> int:
         in_window = lambda: DigestEntry.objects.filter(delivery__notification__event_id__in=like_ids).count()  # noqa: E731
         wait_for(lambda: in_window() == 5, timeout=WAIT)
         immediate_like_emails = [m for m in emails_now() if "liked" in (m["Subject"] or "")]
-        from pipeline.tasks import digests_flush_due
-
-        digests_flush_due.delay(as_of=(timezone.now() + timedelta(hours=1, seconds=1)).isoformat())
+        publishing.task_send(
+            task="notiflow.digests_flush_due",
+            kwargs={"as_of": (timezone.now() + timedelta(hours=1, seconds=1)).isoformat()},
+        )
         wait_for(lambda: any("digest" in (m["Subject"] or "") for m in emails_now()), timeout=WAIT)
         time.sleep(1.0)  # a second digest, if one were sent by mistake, would arrive here
         emails = emails_now()

@@ -12,9 +12,9 @@ from django.utils import timezone
 from delivery.base import DeliveryResult
 from pipeline import services
 from pipeline.deadletters import dead_letter_record, dead_letters_select
-from pipeline.publishing import dead_letters_replay
 from pipeline.management.commands.deadletters import parse_since
 from pipeline.models import DeadLetter, Delivery, Event, Notification
+from pipeline.publishing import dead_letters_replay
 
 pytestmark = pytest.mark.django_db
 
