@@ -11,6 +11,7 @@ from __future__ import annotations
 from delivery.registry import UnknownDeliveryMethod
 
 __all__ = [
+    "ClaimLost",
     "EventError",
     "InvalidActor",
     "InvalidAudience",
@@ -43,3 +44,7 @@ class InvalidEventData(EventError):
 
 class InvalidActor(EventError):
     """The actor is neither ``None``, a user, nor the id of an existing user."""
+
+
+class ClaimLost(NotiflowError):
+    """A send task no longer holds the claim on a delivery (its lease lapsed and another task took it over)."""

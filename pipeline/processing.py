@@ -69,6 +69,8 @@ class Batch:
 
     events: int = 0
     notifications: int = 0
+    #: More events may be pending behind this batch (it was full, or stopped at a large audience).
+    more: bool = False
     inline: dict[str, list[Message]] = field(default_factory=dict)
     queued: dict[str, list[int]] = field(default_factory=dict)
     digest: list[int] = field(default_factory=list)
@@ -165,6 +167,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
             return batch
         plans = _plan(events, chunk)
         batch.events = len(plans)
+        batch.more = len(events) == limit or len(plans) < len(events) or any(p.more for p in plans)
         all_ids = sorted({uid for p in plans for uid in p.user_ids})
         users = get_user_model().objects.filter(is_active=True).in_bulk(all_ids)
         methods_used = sorted({m for p in plans for m in p.spec.methods})
@@ -189,10 +192,14 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
 
         recipients = sorted({uid for _, rows in renders for uid, _, _ in rows})
         inboxes = _inboxes_locked(recipients)
+        # Only an event taken before (a chunk stored, a replay) can have notifications already.
+        resumed = [p.event.pk for p, _ in renders if p.event.published_at is not None]
         stored = set(
-            Notification.objects.filter(
-                event_id__in=[p.event.pk for p, _ in renders], recipient_id__in=recipients
-            ).values_list("event_id", "recipient_id")
+            Notification.objects.filter(event_id__in=resumed, recipient_id__in=recipients).values_list(
+                "event_id", "recipient_id"
+            )
+            if resumed
+            else ()
         )
         new: list[Notification] = []
         plan_of: list[_Planned] = []
@@ -216,7 +223,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                 )
                 plan_of.append(plan)
         Notification.objects.bulk_create(new)
-        Inbox.objects.bulk_update([inboxes[uid] for uid in {n.recipient_id for n in new}], ["last_cursor"])
+        _inboxes_advance(inboxes, new)
 
         decisions = {
             id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
@@ -251,6 +258,19 @@ def _inboxes_locked(user_ids: list[int]) -> dict[int, Inbox]:
         Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in missing], ignore_conflicts=True)
         inboxes.update({inbox.user_id: inbox for inbox in locked.filter(user_id__in=missing)})
     return inboxes
+
+
+def _inboxes_advance(inboxes: dict[int, Inbox], new: list[Notification]) -> None:
+    """Store the inboxes' new cursors: one ``UPDATE ... SET last_cursor = last_cursor + k`` per distinct ``k``
+    (nearly always one statement: each recipient got one notification), not a ``CASE`` per row."""
+    gained: dict[int, int] = defaultdict(int)
+    for notification in new:
+        gained[notification.recipient_id] += 1
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for uid, count in gained.items():
+        by_count[count].append(uid)
+    for count, uids in by_count.items():
+        Inbox.objects.filter(user_id__in=uids).update(last_cursor=F("last_cursor") + count)
 
 
 def _delivery(notification: Notification, method: str, decision: Decision, now: Any) -> Delivery:
@@ -317,6 +337,7 @@ def events_process_isolating(*, limit: int | None = None, chunk: int | None = No
                     event_id=culprit,
                 )
             merged.dead_lettered.append(str(culprit))
+            merged.more = True  # the events after the culprit wait for the next batch
             break
         if not one:
             break
@@ -325,6 +346,7 @@ def events_process_isolating(*, limit: int | None = None, chunk: int | None = No
 
 
 def _merge(into: Batch, other: Batch) -> None:
+    into.more = other.more
     into.events += other.events
     into.notifications += other.notifications
     for method, messages in other.inline.items():

@@ -20,6 +20,7 @@ from delivery.websocket import read_state_push
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
+from pipeline.exceptions import ClaimLost
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.selectors import UNREAD, notification_payload, notifications_unread_count
 
@@ -128,6 +129,20 @@ def retry_countdown(*, attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not cryptography
 
 
+def deliveries_claim_renew(*, delivery_ids: Sequence[int], claimer: str, lease_seconds: float | None = None) -> int:
+    """Extend ``claimer``'s claim on those of ``delivery_ids`` it still holds; return how many it holds.
+
+    A send task renews its claim well before it lapses (every third of the
+    lease), so a batch that outlasts ``DELIVERY_LEASE`` (a slow provider) is
+    never taken over by the recovery sweep while it is being sent.
+    """
+    if lease_seconds is None:
+        lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
+    return Delivery.objects.filter(pk__in=list(delivery_ids), claimed_by=claimer, status__in=SENDABLE).update(
+        claimed_until=timezone.now() + timedelta(seconds=lease_seconds)
+    )
+
+
 def delivery_record(
     *, delivery: Delivery, result: DeliveryResult, final: bool, retry_in: float, task_id: str = "", traceback: str = ""
 ) -> bool:
@@ -138,9 +153,15 @@ def delivery_record(
     unless ``final`` (the method's attempts are used up): then ``dead``. A
     permanent failure becomes ``failed``. Both get a
     :class:`~pipeline.models.DeadLetter` (``traceback`` if there was one).
-    Called per message, as soon as its result is known.
+    Called per message, as soon as its result is known: one ``UPDATE``
+    (and a dead letter in the same transaction when there is one).
+
+    The ``UPDATE`` holds only while the delivery is still claimed as it was
+    loaded (``claimed_by``): raises :class:`~pipeline.exceptions.ClaimLost`,
+    recording nothing, if another task took it over meanwhile.
     """
     now = timezone.now()
+    held = delivery.claimed_by
     delivery.attempts += 1
     delivery.claimed_by, delivery.claimed_until, delivery.next_attempt_at = "", None, None
     retry = False
@@ -159,23 +180,30 @@ def delivery_record(
             result.reason,
             "permanent failure",
         )
-    fields = ["attempts", "status", "sent_at", "last_error", "reason", "next_attempt_at", "claimed_by", "claimed_until"]
+    delivery.updated_at = now
+    names = ["attempts", "status", "sent_at", "last_error", "reason", "next_attempt_at", "claimed_by", "claimed_until"]
+    fields = {name: getattr(delivery, name) for name in [*names, "updated_at"]}
+    row = Delivery.objects.filter(pk=delivery.pk, claimed_by=held)
+    if delivery.status not in Delivery.DEAD_LETTERED:
+        if not row.update(**fields):
+            raise ClaimLost(f"delivery {delivery.pk} is no longer claimed by {held!r}; its outcome is not recorded")
+        return retry
     with transaction.atomic():
-        delivery.save(update_fields=[*fields, "updated_at"])
-        if delivery.status in Delivery.DEAD_LETTERED:
-            dead_letter_record(
-                kind=DeadLetter.Kind.DELIVERY,
-                task="notiflow.deliveries_send",
-                task_id=task_id,
-                args=[delivery.method, [delivery.pk]],
-                exception=f"{delivery.reason}: {result.reason}",
-                traceback=traceback,
-                attempts=delivery.attempts,
-                event_id=delivery.notification.event_id,
-                recipient_id=delivery.notification.recipient_id,
-                method=delivery.method,
-                delivery_id=delivery.pk,
-            )
+        if not row.update(**fields):
+            raise ClaimLost(f"delivery {delivery.pk} is no longer claimed by {held!r}; its outcome is not recorded")
+        dead_letter_record(
+            kind=DeadLetter.Kind.DELIVERY,
+            task="notiflow.deliveries_send",
+            task_id=task_id,
+            args=[delivery.method, [delivery.pk]],
+            exception=f"{delivery.reason}: {result.reason}",
+            traceback=traceback,
+            attempts=delivery.attempts,
+            event_id=delivery.notification.event_id,
+            recipient_id=delivery.notification.recipient_id,
+            method=delivery.method,
+            delivery_id=delivery.pk,
+        )
     return retry
 
 

@@ -39,6 +39,7 @@ from delivery.registry import methods
 from pipeline import digests, processing, publishing, services
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
+from pipeline.exceptions import ClaimLost
 from pipeline.models import DeadLetter, Delivery
 from pipeline.recovery import stale_work_claim
 from pipeline.termination import pool_process_init, termination_deferred
@@ -120,25 +121,30 @@ def events_drain() -> dict[str, int]:
     """
     counts = {"batches": 0, "events": 0, "notifications": 0}
     deadline = time.monotonic() + float(notiflow_settings.DRAIN_BUDGET)
-    released = False
     while True:
-        if not released:
-            publishing.doorbell_hold()
-        batch = processing.events_process_isolating()
-        if not batch and not batch.dead_lettered:
-            if released:
+        publishing.doorbell_hold()
+        batch = _batch_run(counts)
+        if batch.more:
+            if time.monotonic() > deadline:
+                publishing.events_ring(force=True)
                 return counts
-            publishing.doorbell_release()  # then look once more: an emitter may have relied on the doorbell
-            released = True
             continue
-        released = False
+        # The queue was empty behind this batch: let go of the doorbell, then look once more, since an
+        # emitter that found the doorbell held before the release relies on this look.
+        publishing.doorbell_release()
+        if not _batch_run(counts):
+            return counts
+
+
+def _batch_run(counts: dict[str, int]) -> processing.Batch:
+    """Process one batch, deliver it after its commit, and add it to ``counts``."""
+    batch = processing.events_process_isolating()
+    if batch or batch.dead_lettered:
         _batch_deliver(batch)
         counts["batches"] += 1
         counts["events"] += batch.events
         counts["notifications"] += batch.notifications
-        if time.monotonic() > deadline:
-            publishing.events_ring(force=True)
-            return counts
+    return batch
 
 
 def _batch_deliver(batch: processing.Batch) -> None:
@@ -188,7 +194,14 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
     countdown = _countdown(self, policy)
     results = iter(methods.get(method).send(services.delivery_messages(deliveries=deliveries)))
     to_retry: list[int] = []
-    for delivery in deliveries:
+    lease = float(notiflow_settings.DELIVERY_LEASE)
+    renewed = time.monotonic()
+    for index, delivery in enumerate(deliveries):
+        if time.monotonic() - renewed > lease / 3:  # a slow provider: keep the rest of the batch ours
+            services.deliveries_claim_renew(
+                delivery_ids=[d.pk for d in deliveries[index:]], claimer=str(self.request.id), lease_seconds=lease
+            )
+            renewed = time.monotonic()
         tb = ""
         # One message sent and recorded, or neither: a SIGTERM (a dying main process, a
         # stop) waits for the COMMIT; see pipeline.termination.
@@ -206,14 +219,20 @@ def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[st
                 Delivery.objects.filter(pk__in=to_retry).update(
                     next_attempt_at=timezone.now() + timedelta(seconds=countdown)
                 )
-            retry = services.delivery_record(
-                delivery=delivery,
-                result=result,
-                final=final,
-                retry_in=countdown,
-                task_id=str(self.request.id),
-                traceback=tb,
-            )
+            try:
+                retry = services.delivery_record(
+                    delivery=delivery,
+                    result=result,
+                    final=final,
+                    retry_in=countdown,
+                    task_id=str(self.request.id),
+                    traceback=tb,
+                )
+            except ClaimLost as exc:
+                logger.warning(
+                    "%s[%s]: %s; the rest of the batch is left to its new owner", self.name, self.request.id, exc
+                )
+                break
         if retry:
             to_retry.append(delivery.pk)
         counts[delivery.status] += 1  # "sent", "retrying", "failed" or "dead"
