@@ -162,14 +162,18 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
     now = timezone.now()
     with transaction.atomic():
         _serialise_writers()
-        events = list(events_pending().select_related("actor")[:limit])
+        events = _events_take(limit)
         if not events:
             return batch
         plans = _plan(events, chunk)
         batch.events = len(plans)
         batch.more = len(events) == limit or len(plans) < len(events) or any(p.more for p in plans)
-        all_ids = sorted({uid for p in plans for uid in p.user_ids})
-        users = get_user_model().objects.filter(is_active=True).in_bulk(all_ids)
+        actors = {p.event.actor_id for p in plans if p.event.actor_id is not None}
+        found = get_user_model().objects.in_bulk(sorted({uid for p in plans for uid in p.user_ids} | actors))
+        for plan in plans:
+            if plan.event.actor_id is not None:
+                plan.event.actor = found.get(plan.event.actor_id)
+        users = {uid: user for uid, user in found.items() if user.is_active}
         methods_used = sorted({m for p in plans for m in p.spec.methods})
         preferences = preferences_load(user_ids=list(users), methods=methods_used)
 
@@ -191,7 +195,6 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                 batch.dead_lettered.append(str(plan.event.pk))
 
         recipients = sorted({uid for _, rows in renders for uid, _, _ in rows})
-        inboxes = _inboxes_locked(recipients)
         # Only an event taken before (a chunk stored, a replay) can have notifications already.
         resumed = [p.event.pk for p, _ in renders if p.event.published_at is not None]
         stored = set(
@@ -201,14 +204,19 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
             if resumed
             else ()
         )
+        kept = [(plan, [row for row in rows if (plan.event.pk, row[0]) not in stored]) for plan, rows in renders]
+        gained: dict[int, int] = defaultdict(int)
+        for _, rows in kept:
+            for uid, _, _ in rows:
+                gained[uid] += 1
+        # Each recipient's next cursors, handed out in emit order: the last one is what the inbox now holds.
+        cursor_after = _cursors_take(gained)
+        next_cursor = {uid: cursor_after[uid] - count for uid, count in gained.items()}
         new: list[Notification] = []
         plan_of: list[_Planned] = []
-        for plan, rows in renders:
+        for plan, rows in kept:
             for uid, title, body in rows:
-                if (plan.event.pk, uid) in stored:
-                    continue  # stored by an earlier run (a replay after a manual reset): never twice
-                inbox = inboxes[uid]
-                inbox.last_cursor += 1
+                next_cursor[uid] += 1
                 new.append(
                     Notification(
                         event=plan.event,
@@ -218,12 +226,11 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                         title=title,
                         body=body,
                         data=plan.event.data,
-                        cursor=inbox.last_cursor,
+                        cursor=next_cursor[uid],
                     )
                 )
                 plan_of.append(plan)
         Notification.objects.bulk_create(new)
-        _inboxes_advance(inboxes, new)
 
         decisions = {
             id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
@@ -249,28 +256,56 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
     return batch
 
 
-def _inboxes_locked(user_ids: list[int]) -> dict[int, Inbox]:
-    """The inbox rows of ``user_ids``, created where missing, locked until the transaction ends."""
-    locked = Inbox.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk")
-    inboxes = {inbox.user_id: inbox for inbox in locked}
-    missing = [uid for uid in user_ids if uid not in inboxes]
-    if missing:
-        Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in missing], ignore_conflicts=True)
-        inboxes.update({inbox.user_id: inbox for inbox in locked.filter(user_id__in=missing)})
-    return inboxes
+def _events_take(limit: int) -> list[Event]:
+    """The first ``limit`` pending events (see :func:`events_pending`).
+
+    Its SQL is the ORM's own, compiled once per database and limit: building
+    this query (an ``EXISTS`` subquery) took about 2 ms of the worker's time
+    per batch, five times what running it takes.
+    """
+    key = (connection.alias, connection.vendor, limit)
+    if key not in _PENDING_SQL:
+        _PENDING_SQL[key] = events_pending()[:limit].query.sql_with_params()
+    sql, params = _PENDING_SQL[key]
+    return list(Event.objects.raw(sql, params))
 
 
-def _inboxes_advance(inboxes: dict[int, Inbox], new: list[Notification]) -> None:
-    """Store the inboxes' new cursors: one ``UPDATE ... SET last_cursor = last_cursor + k`` per distinct ``k``
-    (nearly always one statement: each recipient got one notification), not a ``CASE`` per row."""
-    gained: dict[int, int] = defaultdict(int)
-    for notification in new:
-        gained[notification.recipient_id] += 1
+_PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}
+_IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
+
+
+def _cursors_take(gained: dict[int, int]) -> dict[int, int]:
+    """Advance each recipient's inbox by ``gained[user_id]`` notifications; return each one's new last cursor.
+
+    One ``UPDATE ... SET last_cursor = last_cursor + k ... RETURNING`` per
+    distinct ``k`` (nearly always one: a recipient gets one notification per
+    event): it locks the rows and reads the new values in one statement
+    (SQLite 3.35+, PostgreSQL). Inboxes that do not exist yet are created,
+    then advanced. Runs inside the batch's transaction.
+    """
+    table = connection.ops.quote_name(Inbox._meta.db_table)
+    user_column = connection.ops.quote_name(Inbox._meta.get_field("user").column)
+    cursor_column = connection.ops.quote_name(Inbox._meta.get_field("last_cursor").column)
     by_count: dict[int, list[int]] = defaultdict(list)
     for uid, count in gained.items():
         by_count[count].append(uid)
-    for count, uids in by_count.items():
-        Inbox.objects.filter(user_id__in=uids).update(last_cursor=F("last_cursor") + count)
+    found: dict[int, int] = {}
+    with connection.cursor() as cursor:
+        for count, uids in by_count.items():
+            for start in range(0, len(uids), _IN_LIST):
+                part = uids[start : start + _IN_LIST]
+                marks = ", ".join(["%s"] * len(part))
+                cursor.execute(
+                    f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s "  # noqa: S608 - names from _meta
+                    f"WHERE {user_column} IN ({marks}) RETURNING {user_column}, {cursor_column}",
+                    [count, *part],
+                )
+                found.update((int(uid), int(last)) for uid, last in cursor.fetchall())
+    missing = {uid: count for uid, count in gained.items() if uid not in found}
+    if missing:
+        Inbox.objects.bulk_create([Inbox(user_id=uid) for uid in missing], ignore_conflicts=True)
+        found.update(_cursors_take(missing))
+    return found
 
 
 def _delivery(notification: Notification, method: str, decision: Decision, now: Any) -> Delivery:
