@@ -9,7 +9,9 @@ all use it::
     python -m webapp.stack run     # foreground, prints the URLs, Ctrl-C stops all
     python -m webapp.stack demo    # plays the demo scenario and exits 0 / 1
 
-With ``REDIS_URL`` set in the environment no private Redis is started.
+With ``REDIS_URL`` set in the environment no private Redis is started. The
+database is ``DATABASE_URL`` (SQLite in ``var/`` by default); ``--postgres``
+(or :meth:`Stack.use_postgres`) starts a private PostgreSQL instead.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from webapp.postgres import PrivatePostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -123,6 +128,20 @@ class Stack:
             shutil.rmtree(self.var_dir)
         for sub in ("redis", "mail/new", "mail/cur", "mail/tmp"):
             (self.var_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def use_postgres(self) -> PrivatePostgres:
+        """Start a private PostgreSQL in ``var_dir/postgres`` and point the stack's ``DATABASE_URL`` at it.
+
+        Call it after :meth:`prepare` (a fresh one deletes the cluster) and
+        before :meth:`apply_env`, :meth:`manage` and :meth:`start`; call the
+        returned server's ``stop()`` after :meth:`stop`. Raises
+        :class:`webapp.postgres.PostgresError`.
+        """
+        from webapp.postgres import PrivatePostgres
+
+        postgres = PrivatePostgres(self.var_dir / "postgres")
+        self.env["DATABASE_URL"] = postgres.start()
+        return postgres
 
     def manage(self, *args: str) -> None:
         """Run ``manage.py <args>`` with the stack's environment; raise on failure."""
@@ -300,6 +319,15 @@ def _run(args: argparse.Namespace) -> int:
         preferred_ports={"redis": 6390, "smtp": 1025, "web": 8000, "flower": 5555},
     )
     stack.prepare(fresh=False)
+    postgres = stack.use_postgres() if args.postgres else None
+    try:
+        return _run_stack(stack)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+def _run_stack(stack: Stack) -> int:
     stack.manage("migrate", "--noinput")
     stack.manage("gallery_seed")
     print(
@@ -325,6 +353,15 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     stack = Stack(var_dir=ROOT / "var" / "demo")
     stack.prepare(fresh=True)
+    postgres = stack.use_postgres() if args.postgres else None
+    try:
+        return _demo_stack(stack)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+
+def _demo_stack(stack: Stack) -> int:
     stack.apply_env()
     stack.manage("migrate", "--noinput", "-v", "0")
     print("Starting Redis, SMTP, ASGI server, Celery worker, celery beat and Flower ...", flush=True)
@@ -350,8 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m webapp.stack", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run every process in the foreground")
-    sub.add_parser("demo", help="play the demo scenario and exit")
+    for name, text in (("run", "run every process in the foreground"), ("demo", "play the demo scenario and exit")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument(
+            "--postgres", action="store_true", help="a private PostgreSQL in the stack's var/ folder instead of SQLite"
+        )
     args = parser.parse_args(argv)
     handler: dict[str, Callable[[Any], int]] = {"run": _run, "demo": _demo}
     return handler[args.command](args)
