@@ -89,6 +89,10 @@ Keys (defaults in :data:`DEFAULTS`):
     Seconds during which an ``idempotency_key`` given to ``emit_event()``
     returns the first event instead of a new one. 24 hours, the window
     Stripe documents for its ``Idempotency-Key`` header.
+``DELIVERY_RECORD_INTERVAL``
+    Seconds of successful sends recorded together, with one ``UPDATE`` (see
+    :mod:`pipeline.sending`): 0.05. Also the longest a stop of a pool
+    process waits for the messages in hand, beyond the one being sent.
 ``DELIVERY_LEASE``
     Seconds a delivery task holds its claim on the deliveries it is sending.
     Longer than any one send may take; a task that dies leaves its claim to
@@ -150,6 +154,7 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_RELAY_AFTER": 30,
     "IDEMPOTENCY_WINDOW": 24 * 3600,
     "DELIVERY_LEASE": 300,
+    "DELIVERY_RECORD_INTERVAL": 0.05,
     "RECOVER_AFTER": 300,
     "SWEEP_INTERVAL": 30,
     "RETRY": DEFAULT_RETRY,

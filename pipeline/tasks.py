@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,11 +35,10 @@ from kombu.exceptions import ChannelError  # type: ignore[attr-defined]  # missi
 
 from delivery.base import DeliveryResult, Outcome
 from delivery.registry import methods
-from pipeline import digests, processing, publishing, services
+from pipeline import digests, processing, publishing, sending, services
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
-from pipeline.exceptions import ClaimLost
-from pipeline.models import DeadLetter, Delivery
+from pipeline.models import DeadLetter
 from pipeline.recovery import stale_work_claim
 from pipeline.termination import pool_process_init, termination_deferred
 
@@ -178,67 +176,14 @@ class DeliveryTask(PipelineTask):
 
 @shared_task(name="notiflow.deliveries_send", bind=True, base=DeliveryTask, max_retries=None)
 def deliveries_send(self: Task, method: str, delivery_ids: list[int]) -> dict[str, int]:
-    """Send a batch through one delivery method; retry only the transient failures.
-
-    Each result is recorded as soon as the method yields it. Retries follow
-    the method's ``RETRY`` policy; when its ``MAX_ATTEMPTS`` are used up, or
-    the failure is permanent, the delivery is dead-lettered. Returns
-    ``{"sent": n, "retrying": n, "failed": n, "dead": n}`` for this attempt.
-    """
-    deliveries = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=str(self.request.id))
-    counts = {"sent": 0, "retrying": 0, "failed": 0, "dead": 0}
-    if not deliveries:
-        return counts
-    policy = methods.retry_policy(method)
-    final = self.request.retries + 1 >= int(policy["MAX_ATTEMPTS"])
-    countdown = _countdown(self, policy)
-    results = iter(methods.get(method).send(services.delivery_messages(deliveries=deliveries)))
-    to_retry: list[int] = []
-    lease = float(notiflow_settings.DELIVERY_LEASE)
-    renewed = time.monotonic()
-    for index, delivery in enumerate(deliveries):
-        if time.monotonic() - renewed > lease / 3:  # a slow provider: keep the rest of the batch ours
-            services.deliveries_claim_renew(
-                delivery_ids=[d.pk for d in deliveries[index:]], claimer=str(self.request.id), lease_seconds=lease
-            )
-            renewed = time.monotonic()
-        tb = ""
-        # One message sent and recorded, or neither: a SIGTERM (a dying main process, a
-        # stop) waits for the COMMIT; see pipeline.termination.
-        with termination_deferred():
-            try:
-                result = next(results)
-            except StopIteration:
-                result = DeliveryResult.failed(f"the {method} method returned no result for this message")
-            except Exception as exc:  # noqa: BLE001 - a method that raises: its unsent messages are dead-lettered
-                result, tb = DeliveryResult.failed(f"{type(exc).__name__}: {exc}"), traceback.format_exc()
-                results = iter(())
-            if result.outcome is Outcome.RETRY and result.retry_after is not None:
-                # The provider asked for a later retry (an HTTP Retry-After, say): the batch waits for it.
-                countdown = max(countdown, min(result.retry_after, float(policy["BACKOFF_CAP"])))
-                Delivery.objects.filter(pk__in=to_retry).update(
-                    next_attempt_at=timezone.now() + timedelta(seconds=countdown)
-                )
-            try:
-                retry = services.delivery_record(
-                    delivery=delivery,
-                    result=result,
-                    final=final,
-                    retry_in=countdown,
-                    task_id=str(self.request.id),
-                    traceback=tb,
-                )
-            except ClaimLost as exc:
-                logger.warning(
-                    "%s[%s]: %s; the rest of the batch is left to its new owner", self.name, self.request.id, exc
-                )
-                break
-        if retry:
-            to_retry.append(delivery.pk)
-        counts[delivery.status] += 1  # "sent", "retrying", "failed" or "dead"
-    if to_retry:
-        raise self.retry(args=(method, to_retry), countdown=countdown, queue=methods.queue(method))
-    return counts
+    """Send a batch through one delivery method (:func:`pipeline.sending.deliveries_send`); retry the transient
+    failures after the method's backoff. Returns ``{"sent": n, "retrying": n, "failed": n, "dead": n}``."""
+    report = sending.deliveries_send(
+        method=method, delivery_ids=delivery_ids, claimer=str(self.request.id), attempt=self.request.retries + 1
+    )
+    if report.to_retry:
+        raise self.retry(args=(method, report.to_retry), countdown=report.countdown, queue=methods.queue(method))
+    return report.counts
 
 
 @shared_task(name="notiflow.digest_append", base=PipelineTask)

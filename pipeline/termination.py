@@ -14,7 +14,10 @@ So notiflow narrows the gap to nothing for those stops:
   nothing else in a pool process uses, left to its default action: the
   process ends) instead of SIGKILL;
 - :func:`termination_deferred` holds that signal, SIGTERM and SIGHUP (with
-  ``pthread_sigmask``) while one message is sent and its result recorded.
+  ``pthread_sigmask``) while one group of messages is sent and its results
+  recorded (:mod:`pipeline.sending`: the messages sent within
+  ``DELIVERY_RECORD_INTERVAL``, 50 ms, or one message when the provider is
+  slower than that).
   A signal that arrives meanwhile stays pending and takes effect as the
   block exits, after the ``COMMIT``: SIGUSR2 ends the process at once;
   SIGTERM/SIGHUP run billiard's handler, which unwinds the task with
@@ -25,11 +28,12 @@ SIGTERM is not used as the parent-death signal because billiard handles it
 in pool processes by unwinding and then waiting up to 30 s for the (dead)
 main process to read the last result.
 
-The deferral lasts one message at most: an SMTP send is bounded by
-``EMAIL_TIMEOUT`` (10 s by default), well inside systemd's 90 s and
-Kubernetes' 30 s grace periods before their SIGKILL. A SIGKILL of the pool
-process itself (the OOM killer, ``docker kill``) cannot be deferred: that one
-message may then be sent twice, with the same ``Message-ID``.
+The deferral lasts one group at most: ``DELIVERY_RECORD_INTERVAL`` plus one
+send, and an SMTP send is bounded by ``EMAIL_TIMEOUT`` (10 s by default),
+well inside systemd's 90 s and Kubernetes' 30 s grace periods before their
+SIGKILL. A SIGKILL of the pool process itself (the OOM killer, ``docker
+kill``) cannot be deferred: the messages of the group in hand (at most 50 ms
+of sending) may then be sent twice, with the same ``Message-ID``.
 """
 
 from __future__ import annotations

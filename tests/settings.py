@@ -18,6 +18,8 @@ NOTIFLOW["DELIVERY_METHODS"] = {
         "BACKEND": "tests.support.methods.RecordingMethod",
         "OPTIONS": {"path": os.environ.get("NOTIFLOW_TEST_RECORD", "/tmp/notiflow-recorded.jsonl")},
     },
+    # Outcomes scripted by a unit test (tests/unit/pipeline/test_sending.py).
+    "scripted": {"BACKEND": "tests.support.methods.ScriptedMethod"},
 }
 NOTIFLOW["EVENT_TYPES"] = {
     **NOTIFLOW["EVENT_TYPES"],

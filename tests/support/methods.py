@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from typing import ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-from delivery.base import DeliveryMethod, DeliveryResult, Message
+from delivery.base import DeliveryMethod, DeliveryResult, Message, Outcome
 
 
 class RecordingMethod(DeliveryMethod):
@@ -25,3 +27,26 @@ class RecordingMethod(DeliveryMethod):
             for message in batch:
                 f.write(json.dumps(asdict(message), default=str) + "\n")
         return [DeliveryResult.sent() for _ in batch]
+
+
+class ScriptedMethod(DeliveryMethod):
+    """A method whose outcomes a test scripts: each message takes ``delay`` seconds, gets the next outcome of
+    ``script`` (sent once it is empty), and ``before(delivery_id)`` runs first; ``sent`` lists the delivery ids
+    it sent. Class attributes, reset by the test that uses it."""
+
+    key = "scripted"
+    script: ClassVar[list[DeliveryResult]] = []
+    delay: ClassVar[float] = 0.0
+    sent: ClassVar[list[int]] = []
+    before: ClassVar[Callable[[int], None] | None] = None
+
+    def send(self, batch: Sequence[Message]) -> Iterator[DeliveryResult]:
+        for message in batch:
+            assert message.delivery_id is not None
+            if ScriptedMethod.before is not None:
+                ScriptedMethod.before(message.delivery_id)
+            time.sleep(self.delay)
+            outcome = self.script.pop(0) if self.script else DeliveryResult.sent()
+            if outcome.outcome is Outcome.SENT:
+                self.sent.append(message.delivery_id)
+            yield outcome

@@ -1,0 +1,112 @@
+"""Sending a batch: successes recorded in groups, failures at once, a slow provider per message, a lost claim."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from delivery.base import DeliveryResult
+from pipeline import sending
+from pipeline.models import DeadLetter, Delivery, Event, Notification
+from tests.support.methods import ScriptedMethod
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def scripted():
+    ScriptedMethod.script, ScriptedMethod.delay, ScriptedMethod.sent, ScriptedMethod.before = [], 0.0, [], None
+    yield ScriptedMethod
+    ScriptedMethod.script, ScriptedMethod.delay, ScriptedMethod.sent, ScriptedMethod.before = [], 0.0, [], None
+
+
+def queued(users, count):
+    """``count`` queued deliveries of the scripted method, one per notification, oldest first."""
+    ids = []
+    for n in range(count):
+        event = Event.objects.create(
+            event_type="critique.created",
+            audience={"kind": "users", "user_ids": [users["bob"].pk]},
+            occurred_at=timezone.now(),
+        )
+        notification = Notification.objects.create(
+            event=event,
+            recipient=users["bob"],
+            event_type=event.event_type,
+            category="critiques",
+            title="t",
+            cursor=n + 1,
+        )
+        ids.append(
+            Delivery.objects.create(notification=notification, method="scripted", next_attempt_at=timezone.now()).pk
+        )
+    return ids
+
+
+def records(queries):
+    """The UPDATEs that recorded an outcome (not the claim, which sets claimed_until)."""
+    updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "pipeline_delivery"')]
+    return [sql for sql in updates if '"status" =' in sql.split(" WHERE ")[0]]
+
+
+def test_fast_successes_are_recorded_together_with_one_update(users):
+    ids = queued(users, 30)
+    with CaptureQueriesContext(connection) as queries:
+        report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+
+    assert report.counts == {"sent": 30, "retrying": 0, "failed": 0, "dead": 0}
+    assert len(records(queries.captured_queries)) == 1  # one write for 30 messages, not 30
+    rows = Delivery.objects.filter(pk__in=ids)
+    assert set(rows.values_list("status", "attempts", "claimed_by")) == {("sent", 1, "")}
+    assert ScriptedMethod.sent == ids
+
+
+def test_a_failure_is_recorded_at_once_and_the_successes_before_it_too(users):
+    ids = queued(users, 4)
+    ScriptedMethod.script = [DeliveryResult.sent(), DeliveryResult.sent(), DeliveryResult.failed("SMTP 550: no")]
+
+    report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+
+    assert report.counts == {"sent": 3, "retrying": 0, "failed": 1, "dead": 0}
+    statuses = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[i] for i in ids] == ["sent", "sent", "failed", "sent"]
+    assert DeadLetter.objects.get().delivery_id == ids[2]
+
+
+def test_a_transient_failure_is_left_for_a_retry(users):
+    ids = queued(users, 2)
+    ScriptedMethod.script = [DeliveryResult.retry("SMTP 451: later")]
+
+    report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+
+    assert report.to_retry == [ids[0]] and report.countdown >= 0
+    assert Delivery.objects.get(pk=ids[0]).status == "retrying"
+    assert Delivery.objects.get(pk=ids[1]).status == "sent"
+
+
+def test_a_slow_provider_has_each_message_recorded_as_soon_as_it_is_sent(users, settings):
+    ids = queued(users, 4)
+    ScriptedMethod.delay = 0.06  # longer than DELIVERY_RECORD_INTERVAL (0.05 s)
+    with CaptureQueriesContext(connection) as queries:
+        sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+    assert len(records(queries.captured_queries)) == 4
+
+
+def test_a_lost_claim_stops_the_batch_and_records_nothing_for_the_new_owner(users):
+    ids = queued(users, 5)
+
+    def take_over(delivery_id):
+        if delivery_id == ids[2]:  # while the third is sent, another sender takes the last two over
+            Delivery.objects.filter(pk__in=ids[3:]).update(claimed_by="task-2")
+
+    ScriptedMethod.before = take_over
+    ScriptedMethod.delay = 0.03  # two messages per group: the take-over lands inside a group
+
+    report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+
+    assert ids[4] not in ScriptedMethod.sent  # stopped: never sent the other owner's deliveries twice over
+    rows = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "claimed_by"))
+    assert rows[ids[3]] == "task-2" and rows[ids[4]] == "task-2"  # left to the new owner, unrecorded
+    assert report.counts["sent"] <= 3
