@@ -56,6 +56,7 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     RETRY = "retry"  # transient: trying again may help
     FAILED = "failed"  # permanent: trying again will not help
+    SKIPPED = "skipped"  # nothing to send (a push to a user with no open socket): not a failure
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class DeliveryResult:
     @classmethod
     def failed(cls, reason: str) -> DeliveryResult:
         return cls(Outcome.FAILED, reason)
+
+    @classmethod
+    def skipped(cls, reason: str) -> DeliveryResult:
+        return cls(Outcome.SKIPPED, reason)
 
 
 class DeliveryMethod:

@@ -1,9 +1,23 @@
-"""The ``websocket`` delivery method: a channel layer ``group_send`` per recipient.
+"""The ``websocket`` delivery method: a channel layer ``group_send`` per connected recipient.
 
 Each notification goes to the recipient's group ``user.<id>`` as a
 ``notify.push`` message, which the consumer relays to every socket of that
-user. A Redis channel layer is at-most-once: the database row stays the
-truth, and a reconnecting client is sent what it missed (see the consumer).
+user, on whichever ASGI process it is open. A Redis channel layer is
+at-most-once: the database row stays the truth, and a reconnecting client is
+sent what it missed (see the consumer).
+
+**Presence.** The consumer counts each user's open sockets in one Redis hash
+(:data:`PRESENCE_KEY`, on the channel layer's Redis): +1 once it has joined
+its groups, -1 when it leaves. A batch reads the counts of its recipients
+with one ``HMGET`` and sends only to those with a socket open; the others'
+deliveries are recorded ``skipped`` ("no open socket"), since their clients
+read the notification from the database when they connect. So a push to a
+role or to everyone costs channel-layer work in proportion to the sockets
+connected, not to the audience. No push is lost to the race: a consumer
+counts itself before it reads its ``hello`` from the database, and the
+pipeline reads the counts after its commit. A count outlives an ASGI process
+that is killed (SIGKILL): its users then cost a ``group_send`` to an empty
+group, as before presence, until they connect and leave again.
 All sends of a batch run concurrently on one event loop, which each thread
 keeps (:func:`run`): ``async_to_sync`` would start a new loop per call, and
 channels_redis keeps its Redis connections per loop, so each call would open
@@ -46,6 +60,53 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return loop.run_until_complete(coroutine)
 
 
+#: Redis hash (on the channel layer's Redis): ``{user id: number of open sockets}``.
+PRESENCE_KEY = "notiflow:presence"
+_PRESENCE_LEAVE = """
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return left
+"""
+_HMGET_CHUNK = 1000  # user ids per HMGET
+
+
+def _presence_connection(layer: Any) -> Any:
+    """The channel layer's Redis connection that holds :data:`PRESENCE_KEY`; ``None`` for a layer without one
+    (the in-memory layer): then every recipient counts as connected."""
+    connection = getattr(layer, "connection", None)
+    if connection is None or not hasattr(layer, "consistent_hash"):
+        return None
+    return connection(layer.consistent_hash(PRESENCE_KEY))
+
+
+async def presence_join(user_id: int, layer: str = "default") -> None:
+    """Count one more open socket of ``user_id`` (the consumer, once it has joined its groups)."""
+    redis = _presence_connection(get_channel_layer(layer))
+    if redis is not None:
+        await redis.hincrby(PRESENCE_KEY, str(user_id), 1)
+
+
+async def presence_leave(user_id: int, layer: str = "default") -> None:
+    """Count one socket of ``user_id`` fewer; the user's entry goes when none is left."""
+    redis = _presence_connection(get_channel_layer(layer))
+    if redis is not None:
+        await redis.eval(_PRESENCE_LEAVE, 1, PRESENCE_KEY, str(user_id))
+
+
+async def presence_connected(user_ids: Sequence[int], layer: Any) -> set[int] | None:
+    """Which of ``user_ids`` have a socket open (one ``HMGET`` per 1,000); ``None`` if the layer cannot say."""
+    redis = _presence_connection(layer)
+    if redis is None:
+        return None
+    ids = list(dict.fromkeys(user_ids))
+    online: set[int] = set()
+    for start in range(0, len(ids), _HMGET_CHUNK):
+        part = ids[start : start + _HMGET_CHUNK]
+        counts = await redis.hmget(PRESENCE_KEY, [str(uid) for uid in part])
+        online.update(uid for uid, count in zip(part, counts, strict=True) if count is not None and int(count) > 0)
+    return online
+
+
 def user_group(user_id: int) -> str:
     """The Channels group of one user's sockets."""
     return f"user.{user_id}"
@@ -71,8 +132,17 @@ def read_state_push(*, user_id: int, frame: Mapping[str, Any], layer: str = "def
     return True
 
 
+#: ``group_send`` calls in flight at once: channels_redis opens a Redis connection per concurrent call (its
+#: pool has no upper bound), so 2,000 gathered sends held 2,000 connections per pool process; 32 keep the
+#: pipelining and bound the connections (OPTIONS ``concurrency``).
+MAX_IN_FLIGHT = 32
+#: The reason recorded on a push skipped for want of a socket.
+NO_SOCKET = "no open socket: read from the inbox on connect"
+
+
 class WebSocketMethod(DeliveryMethod):
-    """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``)."""
+    """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``), ``concurrency``
+    (``group_send`` calls in flight, default :data:`MAX_IN_FLIGHT`)."""
 
     key = "websocket"
     send_inline = True
@@ -84,12 +154,22 @@ class WebSocketMethod(DeliveryMethod):
     async def _send_all(self, batch: Sequence[Message]) -> list[DeliveryResult]:
         layer = get_channel_layer(self.options.get("layer", "default"))
         assert layer is not None  # checked at start-up
+        try:
+            online = await presence_connected([m.recipient.id for m in batch], layer)
+        except (TimeoutError, RedisError, OSError) as exc:
+            return [DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}") for _ in batch]
+
+        in_flight = asyncio.Semaphore(int(self.options.get("concurrency", MAX_IN_FLIGHT)))
 
         async def one(message: Message) -> DeliveryResult:
+            if online is not None and message.recipient.id not in online:
+                return DeliveryResult.skipped(NO_SOCKET)
             try:
-                await layer.group_send(
-                    user_group(message.recipient.id), {"type": "notify.push", "notification": dict(message.payload)}
-                )
+                async with in_flight:
+                    await layer.group_send(
+                        user_group(message.recipient.id),
+                        {"type": "notify.push", "notification": dict(message.payload)},
+                    )
             except (TimeoutError, RedisError, OSError) as exc:
                 return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
             return DeliveryResult.sent()

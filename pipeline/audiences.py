@@ -28,14 +28,13 @@ class Audience:
     @classmethod
     def users(cls, *users: int | AbstractBaseUser) -> Audience:
         """Explicit recipients, as user ids or user instances (duplicates removed, order kept)."""
-        ids: list[int] = []
+        ids: dict[int, None] = {}  # ordered and O(1) per id: a 10,000-id list took a second as a list
         for user in users:
             if isinstance(user, AbstractBaseUser):
                 user = user.pk
             if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
                 raise InvalidAudience(f"Audience.users() takes user ids or users, not {user!r}.")
-            if user not in ids:
-                ids.append(user)
+            ids[user] = None
         return cls(kind="users", user_ids=tuple(ids))
 
     @classmethod

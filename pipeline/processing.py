@@ -395,7 +395,8 @@ def _merge(into: Batch, other: Batch) -> None:
 def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
     """Send the batch's inline deliveries (the WebSocket pushes) right after its commit; record the results.
 
-    Sent deliveries are recorded ``sent`` with one UPDATE per method; a
+    Sent deliveries are recorded ``sent`` with one UPDATE per method, skipped
+    ones (a push to a user with no open socket) ``skipped``, likewise; a
     failed one is recorded as :func:`pipeline.services.delivery_record`
     records any attempt (``retrying``, to be queued again by the caller, or
     dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``.
@@ -415,7 +416,16 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
         Delivery.objects.filter(pk__in=sent, status=Delivery.Status.QUEUED).update(
             status=Delivery.Status.SENT, sent_at=now, attempts=F("attempts") + 1, updated_at=now
         )
-        failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome is not Outcome.SENT}
+        skipped: dict[str, list[int | None]] = defaultdict(list)
+        for m, r in zip(messages, results, strict=False):
+            if r.outcome is Outcome.SKIPPED:
+                skipped[r.reason[:255]].append(m.delivery_id)
+        for reason, ids in skipped.items():  # nearly always one reason ("no open socket"): one UPDATE
+            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.QUEUED).update(
+                status=Delivery.Status.SKIPPED, reason=reason, attempts=F("attempts") + 1, updated_at=now
+            )
+        done = (Outcome.SENT, Outcome.SKIPPED)
+        failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome not in done}
         if not failed:
             continue
         policy = methods.retry_policy(method)

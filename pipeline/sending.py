@@ -51,10 +51,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SendReport:
-    """What one :func:`deliveries_send` did: ``counts`` per status recorded (``sent``, ``retrying``, ``failed``,
-    ``dead``), the deliveries ``to_retry`` and the ``countdown`` (seconds) before their retry."""
+    """What one :func:`deliveries_send` did: ``counts`` per status recorded (``sent``, ``skipped``, ``retrying``,
+    ``failed``, ``dead``), the deliveries ``to_retry`` and the ``countdown`` (seconds) before their retry."""
 
-    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "retrying": 0, "failed": 0, "dead": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"sent": 0, "skipped": 0, "retrying": 0, "failed": 0, "dead": 0}
+    )
     to_retry: list[int] = field(default_factory=list)
     countdown: float = 0.0
 
@@ -190,4 +192,4 @@ def _failure_record(
         delivery=delivery, result=result, final=final, retry_in=report.countdown, task_id=claimer, traceback=tb
     ):
         report.to_retry.append(delivery.pk)
-    report.counts[delivery.status] += 1  # "retrying", "failed" or "dead"
+    report.counts[delivery.status] += 1  # "skipped", "retrying", "failed" or "dead"

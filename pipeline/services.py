@@ -148,7 +148,8 @@ def delivery_record(
 ) -> bool:
     """Store the outcome of one attempt at ``delivery`` and release its claim; ``True`` if it is to be retried.
 
-    Each attempt counts in ``attempts``. A transient failure becomes
+    Each attempt counts in ``attempts``. A skipped one (nothing to send)
+    becomes ``skipped`` with the method's reason. A transient failure becomes
     ``retrying``, due ``retry_in`` seconds from now (``next_attempt_at``),
     unless ``final`` (the method's attempts are used up): then ``dead``. A
     permanent failure becomes ``failed``. Both get a
@@ -167,6 +168,8 @@ def delivery_record(
     retry = False
     if result.outcome is Outcome.SENT:
         delivery.status, delivery.sent_at, delivery.last_error = Delivery.Status.SENT, now, ""
+    elif result.outcome is Outcome.SKIPPED:
+        delivery.status, delivery.reason, delivery.last_error = Delivery.Status.SKIPPED, result.reason[:255], ""
     elif result.outcome is Outcome.RETRY and not final:
         delivery.status, delivery.last_error = Delivery.Status.RETRYING, result.reason
         delivery.next_attempt_at = now + timedelta(seconds=retry_in)

@@ -35,7 +35,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import connection
 
-from delivery.websocket import user_group
+from delivery.websocket import presence_join, presence_leave, user_group
 from pipeline.conf import notiflow_settings
 from pipeline.selectors import (
     inbox_cursor,
@@ -173,6 +173,7 @@ class NotificationConsumer(JsonFrameConsumer):
     groups_joined: list[str]
     user_id: int
     expiry: asyncio.Task[None] | None = None
+    present = False  # counted in delivery.websocket's presence hash
 
     async def connect(self) -> None:
         self.groups_joined, self.floor, self.recent_cursors = [], 0, dict[int, None]()
@@ -199,6 +200,10 @@ class NotificationConsumer(JsonFrameConsumer):
         ]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        # Counted as connected before the hello is read: a notification committed before that read is in the
+        # hello; one committed after it finds this socket counted and is pushed (see delivery.websocket).
+        await presence_join(self.user_id)
+        self.present = True
         cursor, cursor_error = self._query_cursor()
         unread, latest, recent = await _hello(self.user_id, cursor is not None)
         self.floor = latest if cursor is None else 0
@@ -229,6 +234,9 @@ class NotificationConsumer(JsonFrameConsumer):
             self.expiry.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+        if self.present:
+            self.present = False
+            await presence_leave(self.user_id)
 
     # -- client frames ------------------------------------------------------
     async def frame_resume(self, frame: dict[str, Any]) -> None:

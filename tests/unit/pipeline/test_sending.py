@@ -56,7 +56,7 @@ def test_fast_successes_are_recorded_together_with_one_update(users):
     with CaptureQueriesContext(connection) as queries:
         report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
 
-    assert report.counts == {"sent": 30, "retrying": 0, "failed": 0, "dead": 0}
+    assert report.counts == {"sent": 30, "skipped": 0, "retrying": 0, "failed": 0, "dead": 0}
     assert len(records(queries.captured_queries)) == 1  # one write for 30 messages, not 30
     rows = Delivery.objects.filter(pk__in=ids)
     assert set(rows.values_list("status", "attempts", "claimed_by")) == {("sent", 1, "")}
@@ -69,7 +69,7 @@ def test_a_failure_is_recorded_at_once_and_the_successes_before_it_too(users):
 
     report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
 
-    assert report.counts == {"sent": 3, "retrying": 0, "failed": 1, "dead": 0}
+    assert report.counts == {"sent": 3, "skipped": 0, "retrying": 0, "failed": 1, "dead": 0}
     statuses = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "status"))
     assert [statuses[i] for i in ids] == ["sent", "sent", "failed", "sent"]
     assert DeadLetter.objects.get().delivery_id == ids[2]
