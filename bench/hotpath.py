@@ -53,7 +53,8 @@ e. **emit cost**: ``--emit-samples`` calls of ``emit_event()`` in this
 
 It prints a table (notiflow, baseline, ratio) and writes every figure as
 JSON to ``--out`` (default ``var/bench/hotpath-<db>.json``), also when a
-phase fails (``"error"``). A phase that stops making progress for
+phase fails (``"error"``); the raw samples of c and d, in ms, go under
+``samples_ms`` (for ``bench.plots``). A phase that stops making progress for
 ``--stall-seconds`` fails with what did not arrive; pushes missing once every
 delivery is recorded ``sent`` are counted lost (a Redis channel layer is
 at-most-once). Exit status 1 on failure or when a notification or an email
@@ -602,6 +603,15 @@ class HotPath:
         by_tag = self.mailbox.by_tag
         return [by_tag[tag][0] - t for tag, t in zip(emitted.tags, emitted.wall, strict=True) if tag in by_tag]
 
+    def keep_samples(self, phase: str, **series: Sequence[float]) -> None:
+        """Store raw durations (seconds) in the JSON as ``samples_ms[phase][name]``: ms, in sample order.
+
+        Kept apart from the phase's own figures, which are printed as they are (``bench.plots`` draws the CDFs).
+        """
+        self.results.setdefault("samples_ms", {})[phase] = {
+            name: [round(s * 1000, 3) for s in values] for name, values in series.items()
+        }
+
     # -- phases -----------------------------------------------------------
     def phase_baseline(self) -> None:
         """a. Raw Celery no-op tasks/s on this worker: pre-filled queue, then published while it runs."""
@@ -748,8 +758,9 @@ class HotPath:
             else:
                 lost_in_a_row = 0
         self.mailbox.wait(emitted.tags[-1], timeout=SAMPLE_TIMEOUT)
+        push_s = self.push_latencies(emitted)
         result = {
-            "emit_to_push": ms_summary(self.push_latencies(emitted)),
+            "emit_to_push": ms_summary(push_s),
             "group_send_to_push": ms_summary(layer_s),
             "noop_publish_to_completion": ms_summary(noop_s),
             "emit_cost": ms_summary(emitted.cost),
@@ -757,6 +768,9 @@ class HotPath:
             **self.tally(emitted),
         }
         self.results["latency_idle"] = result
+        self.keep_samples(
+            "latency_idle", emit_to_push=push_s, group_send_to_push=layer_s, noop_publish_to_completion=noop_s
+        )
         print(f"   {result}", flush=True)
 
     def phase_latency_half_load(self) -> None:
@@ -777,15 +791,17 @@ class HotPath:
             self.emit("d", emitted)
         achieved = count / (time.perf_counter() - start) if count > 1 else rate
         self.wait_delivered("half load", emitted, sent_target=sent0 + self.args.deliveries_per_event * count)
+        push_s, email_s = self.push_latencies(emitted), self.email_latencies(emitted)
         result = {
             "target_rate_per_s": round(rate, 2),
             "achieved_rate_per_s": round(achieved, 2),
-            "emit_to_push": ms_summary(self.push_latencies(emitted)),
-            "emit_to_email": ms_summary(self.email_latencies(emitted)),
+            "emit_to_push": ms_summary(push_s),
+            "emit_to_email": ms_summary(email_s),
             "emit_cost": ms_summary(emitted.cost),
             **self.tally(emitted),
         }
         self.results["latency_half_load"] = result
+        self.keep_samples("latency_half_load", emit_to_push=push_s, emit_to_email=email_s)
         print(f"   {result}", flush=True)
 
     def phase_emit_cost(self) -> None:
