@@ -402,7 +402,8 @@ class HotPath:
             extra_env={
                 "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
                 **BENCH_SECRETS,
-                "WORKER_OPTIONS": "--include=bench.noop",
+                "WORKER_OPTIONS": "--include=bench.noop" + (" --loglevel=WARNING" if self.args.peer_settings else ""),
+                "CELERY_TASK_EVENTS": "false" if self.args.peer_settings else "true",
                 "NOTIFLOW_BENCH_NOOP_DIR": str(noop_dir),
                 "DATABASE_URL": f"sqlite:///{self.var_dir / 'db.sqlite3'}",
             },
@@ -460,6 +461,10 @@ class HotPath:
             "database": _database_version(),
             "database_connect": ms_summary(connect),
             "settings": SETTINGS_MODULE,
+            # The worker settings the peer benchmark (django-notifs) uses: task events off, WARNING logs.
+            "worker": "peer settings: no task events, WARNING"
+            if self.args.peer_settings
+            else "Procfile: task events, INFO",
         }
 
     def teardown(self) -> None:
@@ -968,6 +973,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stall-seconds", type=float, default=60.0, help="a phase fails after this long idle (60)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default var/bench/hotpath-<db>.json)")
+    parser.add_argument(
+        "--peer-settings",
+        action="store_true",
+        help="run the worker (for notiflow and its baseline alike) as the peer benchmark runs django-notifs': "
+        "task events off, log level WARNING",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = ROOT / "var" / "bench" / f"hotpath-{args.db}.json"

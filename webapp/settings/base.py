@@ -108,6 +108,9 @@ STATIC_ROOT = VAR_DIR / "static"
 # Static files (the admin's) are served by WhiteNoise; without collectstatic it reads the apps' folders.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
+# The worker's task events, which Flower shows (celeryconfig.py); off, the worker saves their Redis traffic.
+CELERY_TASK_EVENTS = env.bool("CELERY_TASK_EVENTS", default=True)
+
 # Redis: broker (db 0) and channel layer (db 1) by default.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Seconds Redis waits for a worker to acknowledge a message before handing it to another
