@@ -123,8 +123,11 @@ def emit_event(
     a new event.
 
     Inside ``transaction.atomic()`` the event is published only after the
-    transaction commits, and a rollback notifies no one. A broker outage does
-    not raise: the event stays in the outbox and is published later.
+    transaction commits, and a rollback notifies no one. The broker is
+    reached from a thread of this process (the doorbell,
+    :data:`pipeline.publishing.ringer`), so the call costs the checks and one
+    ``INSERT``; a broker outage does not raise: the event waits in the
+    database and the celery beat sweep rings for it later.
 
     Raises (all :class:`~pipeline.exceptions.EventError`, nothing queued):
     ``UnknownEventType``, ``InvalidAudience``, ``InvalidActor``,
@@ -153,15 +156,20 @@ def emit_event(
         if existing is not None:
             return existing
 
+    occurred_at = occurred_at or timezone.now()
+    if idempotency_key is None:
+        # One INSERT (autocommit, or the caller's transaction); the doorbell is rung after the commit, from
+        # a thread of this process (pipeline.publishing.ringer), so the caller does not wait for Redis.
+        event = Event.objects.create(**fields, occurred_at=occurred_at)
+        transaction.on_commit(publishing.ringer.request)
+        return event.id
     try:
-        with transaction.atomic():
-            event = Event.objects.create(
-                **fields, idempotency_key=idempotency_key, occurred_at=occurred_at or timezone.now()
-            )
-            transaction.on_commit(publishing.events_ring)
+        with transaction.atomic():  # a savepoint: a concurrent call with the same key may win the race
+            event = Event.objects.create(**fields, idempotency_key=idempotency_key, occurred_at=occurred_at)
+            transaction.on_commit(publishing.ringer.request)
     except IntegrityError:
         # A concurrent call with the same key committed first.
-        existing = _event_for_key(idempotency_key, fields) if idempotency_key is not None else None
+        existing = _event_for_key(idempotency_key, fields)
         if existing is None:
             raise
         return existing

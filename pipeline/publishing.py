@@ -25,10 +25,12 @@ job queues), with Redis standing in for ``NOTIFY``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -119,6 +121,65 @@ def events_ring(*, force: bool = False) -> bool:
         return False
     broker_breaker.reset()
     return True
+
+
+class _Ringer:
+    """Rings the doorbell (:func:`events_ring`) from a daemon thread of this process, so that ``emit_event()``
+    returns without waiting for Redis; requests made while it rings make one more ring, not one each.
+
+    :meth:`request` starts the thread on first use in each process (a forked child starts its own) and
+    never blocks on the broker. :meth:`flush` rings at once if a request is pending and waits for a ring in
+    progress: at interpreter exit (registered with ``atexit``) and in tests.
+    """
+
+    def __init__(self, ring: Callable[[], object] | None = None) -> None:
+        self._ring_once = ring  # default: events_ring (a test passes its own)
+        self._wanted = threading.Event()
+        self._ringing = threading.Lock()  # held while a ring is in progress
+        self._start = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def request(self) -> None:
+        """Ask for a ring after the event just committed (an ``on_commit`` hook of ``emit_event()``)."""
+        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+            with self._start:
+                if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                    self._wanted = threading.Event()  # a child does not inherit its parent's state
+                    self._ringing = threading.Lock()
+                    self._thread = threading.Thread(target=self._run, name="notiflow-doorbell", daemon=True)
+                    self._pid = os.getpid()
+                    self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            with self._ringing:
+                if not self._wanted.is_set():  # flushed meanwhile
+                    continue
+                self._wanted.clear()
+                self._ring()
+
+    def flush(self) -> None:
+        """Ring now if a ring was requested and has not started; return once no ring is in progress."""
+        if self._pid != os.getpid():
+            return
+        with self._ringing:
+            if self._wanted.is_set():
+                self._wanted.clear()
+                self._ring()
+
+    def _ring(self) -> None:
+        try:
+            (self._ring_once or events_ring)()
+        except Exception:
+            logger.exception("Ringing the doorbell failed; waiting events get a drain from the sweep")
+
+
+#: This process's doorbell ringer (see :class:`_Ringer`).
+ringer = _Ringer()
+atexit.register(ringer.flush)
 
 
 def doorbell_hold() -> None:

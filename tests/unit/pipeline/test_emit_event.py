@@ -42,6 +42,7 @@ def test_a_valid_event_is_stored_and_rings_one_drain(users, published):
     event_id = emit_event(**valid(users))
     event = Event.objects.get(pk=event_id)
     assert event.audience == {"kind": "users", "user_ids": [users["bob"].pk]}
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert [p["task"] for p in published] == [DRAIN]
     event = processed(event_id)
     assert event is not None, "the drain did not process the event"
@@ -52,10 +53,12 @@ def test_a_held_doorbell_publishes_nothing_and_the_running_drain_takes_the_event
     publishing._redis().set(publishing.DOORBELL_KEY, b"1", px=60_000)  # as a drain that is running holds it
     try:
         event_id = emit_event(**valid(users))
+        publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
         assert published == []  # no message per event while a drain is due
     finally:
         publishing.doorbell_release()
     assert publishing.events_ring() is True  # what the drain's last look stands for here
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert [p["task"] for p in published] == [DRAIN]
     assert processed(event_id) is not None
 
@@ -82,6 +85,7 @@ def test_bad_input_raises_and_queues_nothing(users, published, overrides, error,
     with pytest.raises(error, match=message):
         emit_event(**valid(users, **overrides))
     assert Event.objects.count() == 0  # nothing in the outbox
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert published == []  # nothing sent to the broker
 
 
@@ -94,7 +98,9 @@ def test_every_error_is_an_event_error_and_a_value_error():
 def test_inside_a_transaction_it_publishes_only_after_commit(users, published):
     with transaction.atomic():
         event_id = emit_event(**valid(users))
+        publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
         assert published == []
+    publishing.ringer.flush()
     assert [p["task"] for p in published] == [DRAIN]
     assert processed(event_id) is not None
 
@@ -104,6 +110,7 @@ def test_a_rolled_back_transaction_notifies_no_one(users, published):
         emit_event(**valid(users))
         raise RuntimeError("the caller's own failure")
     assert Event.objects.count() == 0
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert published == []
 
 
@@ -112,6 +119,7 @@ def test_the_same_idempotency_key_returns_the_first_event(users, published):
     again = emit_event(**valid(users, idempotency_key="k1"))
     assert again == first
     assert Event.objects.count() == 1
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert len(published) == 1
 
 
@@ -119,6 +127,7 @@ def test_the_same_key_with_different_content_is_refused(users, published):
     emit_event(**valid(users, idempotency_key="k2"))
     with pytest.raises(IdempotencyConflict, match="k2"):
         emit_event(**valid(users, idempotency_key="k2", data={"artwork_title": "Other", "excerpt": "x"}))
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert len(published) == 1
 
 
@@ -134,6 +143,7 @@ def test_a_key_older_than_the_idempotency_window_starts_a_new_event(users, publi
     assert Event.objects.get(pk=second).idempotency_key == "k3"
     assert Event.objects.get(pk=first).idempotency_key is None  # released
     # The second emit rings only if the first event's drain has let go of the doorbell by then.
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert {p["task"] for p in published} == {DRAIN} and 1 <= len(published) <= 2
     assert processed(first) is not None and processed(second) is not None
 
