@@ -28,7 +28,13 @@ Keys (defaults in :data:`DEFAULTS`):
 ``DRAIN_BUDGET``
     Seconds one ``notiflow.events_drain`` task keeps taking batches before it
     queues its successor and returns, so other tasks of the ``events`` queue
-    get their turn.
+    get their turn. Keep it below ``DOORBELL_TTL``: a drain sets the
+    doorbell's expiry when it starts and after each wait.
+``DRAIN_LINGER``
+    Seconds a drain that found no event waits for the next before it lets
+    the doorbell go (woken at once by an emitter), and the longest a batch's
+    email deliveries wait to be sent to their queue with the next batches'
+    (see :mod:`pipeline.drain`): 0.1.
 ``DOORBELL_TTL``
     Seconds the doorbell (see :mod:`pipeline.publishing`) stays set without a
     drain refreshing it: how long new events may wait after a drain dies
@@ -128,6 +134,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_BATCH_SIZE": 50,
     "AUDIENCE_CHUNK_SIZE": 1000,
     "DRAIN_BUDGET": 5.0,
+    "DRAIN_LINGER": 0.1,
     "DOORBELL_TTL": 10.0,
     "DELIVERY_BATCH_SIZE": 100,
     "RECENT_ON_CONNECT": 20,

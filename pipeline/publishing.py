@@ -51,6 +51,8 @@ EVENTS_QUEUE = "events"
 DIGEST_QUEUE = "digest"
 #: The Redis key (on the broker's Redis) that says "a drain is due or running".
 DOORBELL_KEY = "notiflow:events:doorbell"
+#: A Redis list: one item when events were committed while the doorbell was held (a lingering drain waits on it).
+NUDGE_KEY = "notiflow:events:nudge"
 #: What publishing raises when the broker (Redis) cannot be reached.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerOperationalError, RedisError, ConnectionError, OSError)
 
@@ -115,6 +117,12 @@ def events_ring(*, force: bool = False) -> bool:
     try:
         if _redis().set(DOORBELL_KEY, b"1", nx=True, px=_ttl_ms()) or force:
             current_app.send_task("notiflow.events_drain", queue=EVENTS_QUEUE)
+        else:  # a drain holds the doorbell: wake it if it is lingering (see doorbell_wait)
+            nudge = _redis().pipeline()
+            nudge.lpush(NUDGE_KEY, b"1")
+            nudge.ltrim(NUDGE_KEY, 0, 0)
+            nudge.pexpire(NUDGE_KEY, _ttl_ms())
+            nudge.execute()
     except BROKER_ERRORS as exc:
         broker_breaker.trip()
         logger.warning("Broker unreachable; new events wait in the database for the sweep: %s", exc)
@@ -186,6 +194,14 @@ def doorbell_hold() -> None:
     """Called by a running drain before each batch: keep the doorbell set (and its expiry fresh), so that
     emitters do not publish a message per event while this drain will see their events anyway."""
     _redis().set(DOORBELL_KEY, b"1", px=_ttl_ms())
+
+
+def doorbell_wait(timeout: float) -> bool:
+    """Called by a drain that holds the doorbell and found no event: wait up to ``timeout`` seconds for an
+    emitter's nudge (events committed meanwhile); ``True`` if one came. A drain that lingers like this takes
+    the next events without a broker message per event and without delay."""
+    # Redis 6+ takes a fractional timeout; redis-py's stubs say int.
+    return _redis().blpop([NUDGE_KEY], timeout=timeout) is not None  # type: ignore[arg-type]
 
 
 def doorbell_release() -> None:

@@ -20,7 +20,6 @@ dead-lettered with the task and its arguments.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +34,7 @@ from kombu.exceptions import ChannelError  # type: ignore[attr-defined]  # missi
 
 from delivery.base import DeliveryResult, Outcome
 from delivery.registry import methods
-from pipeline import digests, processing, publishing, sending, services
+from pipeline import digests, drain, processing, publishing, sending, services
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter
@@ -108,47 +107,11 @@ class PipelineTask(Task):
 
 @shared_task(name="notiflow.events_drain", base=PipelineTask)
 def events_drain() -> dict[str, int]:
-    """Process pending events in batches until none is left or ``DRAIN_BUDGET`` seconds have passed.
+    """Process pending events in batches, push them, queue their other deliveries (:mod:`pipeline.drain`).
 
-    Each batch is stored in one transaction, its WebSocket deliveries are
-    pushed at once, and its other deliveries queued. The doorbell stays held
-    while there is work; at the end it is released and the queue looked at
-    once more (see :mod:`pipeline.publishing`). With work left at the budget's
-    end it rings again and returns, so other tasks get their turn.
     Returns ``{"batches": n, "events": n, "notifications": n}``.
     """
-    counts = {"batches": 0, "events": 0, "notifications": 0}
-    deadline = time.monotonic() + float(notiflow_settings.DRAIN_BUDGET)
-    while True:
-        publishing.doorbell_hold()
-        batch = _batch_run(counts)
-        if batch.more:
-            if time.monotonic() > deadline:
-                publishing.events_ring(force=True)
-                return counts
-            continue
-        # The queue was empty behind this batch: let go of the doorbell, then look once more, since an
-        # emitter that found the doorbell held before the release relies on this look.
-        publishing.doorbell_release()
-        if not _batch_run(counts):
-            return counts
-
-
-def _batch_run(counts: dict[str, int]) -> processing.Batch:
-    """Process one batch, deliver it after its commit, and add it to ``counts``."""
-    batch = processing.events_process_isolating()
-    if batch or batch.dead_lettered:
-        _batch_deliver(batch)
-        counts["batches"] += 1
-        counts["events"] += batch.events
-        counts["notifications"] += batch.notifications
-    return batch
-
-
-def _batch_deliver(batch: processing.Batch) -> None:
-    """Push a committed batch's inline deliveries, then queue its other deliveries and digest appends."""
-    retry = processing.inline_send(batch=batch)
-    publishing.deliveries_dispatch(send={**batch.queued, **retry}, digest=batch.digest)
+    return drain.events_drain_run()
 
 
 def _countdown(task: Task, policy: dict[str, float]) -> float:

@@ -1,0 +1,103 @@
+"""The drain loop that ``notiflow.events_drain`` runs: batches of events, pushed, their other sends gathered.
+
+A drain takes batches (:func:`pipeline.processing.events_process_isolating`)
+while events are pending, holding the doorbell (:mod:`pipeline.publishing`).
+When it finds none, it lingers up to ``DRAIN_LINGER`` seconds, woken at once
+by an emitter's nudge, before it lets the doorbell go: under a steady trickle
+of events (tens a second) one drain takes them all as they come, instead of
+one broker message and one task per event. A lone event still goes out at
+once: the first batch is taken as soon as the drain starts.
+
+Each batch's WebSocket deliveries are pushed right after its commit. Its
+queued deliveries (email) are gathered across batches and sent to their
+queues together: once a method has ``DELIVERY_BATCH_SIZE`` of them, once the
+first has waited ``DRAIN_LINGER``, or when the drain ends; so an email task
+carries up to a hundred emails over one SMTP connection, not one or two. A
+drain that dies before sending them on leaves them ``queued`` in the
+database, for the recovery sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from pipeline import processing, publishing
+from pipeline.conf import notiflow_settings
+
+
+class _Gathered:
+    """Queued deliveries of successive batches, sent to their queues together."""
+
+    def __init__(self, *, size: int, wait: float) -> None:
+        self.size, self.wait = size, wait
+        self.send: dict[str, list[int]] = defaultdict(list)
+        self.digest: list[int] = []
+        self.since: float | None = None
+
+    def add(self, *, send: dict[str, list[int]], digest: list[int]) -> None:
+        for method, ids in send.items():
+            self.send[method].extend(ids)
+        self.digest.extend(digest)
+        if self.since is None and (self.digest or any(self.send.values())):
+            self.since = time.monotonic()
+
+    def due(self) -> bool:
+        if self.since is None:
+            return False
+        full = len(self.digest) >= self.size or any(len(ids) >= self.size for ids in self.send.values())
+        return full or time.monotonic() - self.since >= self.wait
+
+    def flush(self) -> None:
+        if self.since is not None:
+            publishing.deliveries_dispatch(send=dict(self.send), digest=self.digest)
+        self.send, self.digest, self.since = defaultdict(list), [], None
+
+
+def events_drain_run() -> dict[str, int]:
+    """Drain pending events until none comes for ``DRAIN_LINGER`` seconds or ``DRAIN_BUDGET`` seconds have
+    passed (then ring a successor and return). Returns ``{"batches": n, "events": n, "notifications": n}``."""
+    counts = {"batches": 0, "events": 0, "notifications": 0}
+    deadline = time.monotonic() + float(notiflow_settings.DRAIN_BUDGET)
+    linger = float(notiflow_settings.DRAIN_LINGER)
+    gathered = _Gathered(size=int(notiflow_settings.DELIVERY_BATCH_SIZE), wait=linger)
+    try:
+        publishing.doorbell_hold()
+        while True:
+            if _batch_run(counts, gathered):
+                if time.monotonic() > deadline:
+                    publishing.events_ring(force=True)  # work may be left: a successor takes it
+                    return counts
+                continue
+            # No event pending: linger for the next ones, holding the doorbell.
+            idle_until = min(time.monotonic() + linger, deadline)
+            woken = False
+            while not woken and time.monotonic() < idle_until:
+                if gathered.due():
+                    gathered.flush()
+                woken = publishing.doorbell_wait(max(0.001, idle_until - time.monotonic()))
+            if woken:
+                publishing.doorbell_hold()
+                continue
+            gathered.flush()
+            # Let go of the doorbell, then look once more: an emitter that found it held relies on this look.
+            publishing.doorbell_release()
+            if not _batch_run(counts, gathered):
+                return counts
+            publishing.doorbell_hold()
+    finally:
+        gathered.flush()
+
+
+def _batch_run(counts: dict[str, int], gathered: _Gathered) -> processing.Batch:
+    """Process one batch; push it after its commit; gather its other deliveries; add it to ``counts``."""
+    batch = processing.events_process_isolating()
+    if batch or batch.dead_lettered:
+        retry = processing.inline_send(batch=batch)
+        gathered.add(send={**batch.queued, **retry}, digest=batch.digest)
+        if gathered.due():
+            gathered.flush()
+        counts["batches"] += 1
+        counts["events"] += batch.events
+        counts["notifications"] += batch.notifications
+    return batch
