@@ -1,14 +1,16 @@
-# notiflow: `make demo` plays the demo end to end; `make test` runs ruff, mypy and pytest.
-# Both set themselves up on a fresh Debian machine (venv, requirements, redis-server; chromium for the tests).
-# `make bench` runs the hot-path benchmark on SQLite and on a private PostgreSQL (installed when missing).
+# notiflow: `make demo` plays the demo end to end; `make test` runs ruff, mypy and pytest (SQLite; `make pytest-postgres`: PostgreSQL).
+# Both set themselves up on a fresh Debian machine (venv, requirements, redis-server; chromium and postgresql for the tests).
+# `make bench` runs the hot-path and fan-out benchmarks on SQLite and on a private PostgreSQL (installed when
+# missing), then draws bench/figures/; `make bench-soak` (10+ minutes) is apart.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test run lint typecheck pytest system system-postgres clean bench bench-hotpath bench-hotpath-sqlite \
-	bench-hotpath-postgres bench-faults bench-connections
+.PHONY: demo test run lint typecheck pytest pytest-postgres system system-postgres clean bench bench-hotpath bench-hotpath-sqlite \
+	bench-hotpath-postgres bench-fanout bench-fanout-sqlite bench-fanout-postgres bench-faults bench-connections \
+	bench-soak bench-plots
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -20,7 +22,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 system:
 	./scripts/ensure-system.sh
 
-# PostgreSQL's server binaries, for the private cluster of webapp/postgres.py (the benchmarks, `--postgres`).
+# PostgreSQL's server binaries, for the private cluster of webapp/postgres.py (tests, benchmarks, `--postgres`).
 system-postgres:
 	./scripts/ensure-system.sh --postgres
 
@@ -42,11 +44,17 @@ pytest: $(STAMP)
 	./scripts/ensure-system.sh --browser
 	$(BIN)/python -m pytest
 
+# The same suite on a private PostgreSQL (NOTIFLOW_TEST_DB=postgres, see tests/environment.py; about 5 minutes),
+# but for tests/browser/test_client.py: the JavaScript client against scripted sockets, no database and no stack.
+pytest-postgres: $(STAMP) system-postgres
+	./scripts/ensure-system.sh --browser
+	NOTIFLOW_TEST_DB=postgres $(BIN)/python -m pytest --ignore=tests/browser/test_client.py
+
 test: lint typecheck pytest
 
-# Fault-injection drills at 1,000 events each (about 6 minutes); see bench/README.md.
+# Fault-injection drills at 10,000 events each (about 15 minutes); see bench/README.md.
 bench-faults: $(STAMP) system
-	$(BIN)/python -m bench.faults
+	$(BIN)/python -m bench.faults --size 10000
 
 # Idle WebSocket connections one daphne process holds, memory per connection, time for 1,000
 # clients to connect; notiflow's relay against a bare ASGI app (about 5 minutes); see bench/README.md.
@@ -54,8 +62,10 @@ bench-connections: $(STAMP) system
 	$(BIN)/python -m bench.connections
 
 # The hot path (throughput, latency, emit cost, each against raw Celery / channel layer baselines from the
-# same run) on SQLite, then on a private PostgreSQL; figures in var/bench/hotpath-<db>.json. See bench/README.md.
-bench: bench-hotpath
+# same run) on SQLite, then on a private PostgreSQL; figures in var/bench/hotpath-<db>.json; then the fan-out
+# (below); then the figures (bench-plots) from whatever the benches wrote. See bench/README.md.
+bench: bench-hotpath bench-fanout
+	$(MAKE) --no-print-directory bench-plots
 
 bench-hotpath: bench-hotpath-sqlite bench-hotpath-postgres
 
@@ -64,6 +74,29 @@ bench-hotpath-sqlite: $(STAMP) system
 
 bench-hotpath-postgres: $(STAMP) system-postgres
 	$(BIN)/python -m bench.hotpath --db postgres
+
+# One announcement to 1,000, 10,000 and 100,000 recipients (1,000 of them on a WebSocket): stored, last push,
+# every delivery recorded, against raw group_send baselines; the channel-layer work per announcement. A few
+# minutes per database; figures in var/bench/fanout-<db>.json. See bench/README.md.
+bench-fanout: bench-fanout-sqlite bench-fanout-postgres
+
+bench-fanout-sqlite: $(STAMP) system
+	$(BIN)/python -m bench.fanout --db sqlite
+
+bench-fanout-postgres: $(STAMP) system-postgres
+	$(BIN)/python -m bench.fanout --db postgres
+
+# PNGs in bench/figures/ from var/bench/hotpath-*.json and var/bench/fanout-*.json (missing ones skipped).
+bench-plots: $(STAMP)
+	$(BIN)/python -m bench.plots
+
+# Soak: the hot path's workload at half its sustained rate for SOAK_MINUTES (10; 12 to 13 minutes in all):
+# RSS, queue lengths, pending events and latency every 10 s; var/bench/soak-<db>.json. Not part of `make bench`.
+#   make bench-soak SOAK_DB=postgres SOAK_MINUTES=30
+SOAK_DB      ?= sqlite
+SOAK_MINUTES ?= 10
+bench-soak: $(STAMP) system $(if $(filter postgres,$(SOAK_DB)),system-postgres)
+	$(BIN)/python -m bench.soak --db $(SOAK_DB) --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -395,6 +395,7 @@ class HotPath:
         from webapp.stack import Stack
 
         noop_dir = self.var_dir / "noop"
+        peer = getattr(self.args, "peer_settings", False)  # bench.soak reuses this set-up without the option
         self.stack = stack = Stack(
             var_dir=self.var_dir,
             processes=("redis", "smtp", "web", "worker", "beat"),
@@ -402,8 +403,9 @@ class HotPath:
             extra_env={
                 "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
                 **BENCH_SECRETS,
-                "WORKER_OPTIONS": "--include=bench.noop" + (" --loglevel=WARNING" if self.args.peer_settings else ""),
-                "CELERY_TASK_EVENTS": "false" if self.args.peer_settings else "true",
+                "WORKER_OPTIONS": "--include=bench.noop"
+                + (" --loglevel=WARNING" if getattr(self.args, "peer_settings", False) else ""),
+                "CELERY_TASK_EVENTS": "false" if peer else "true",
                 "NOTIFLOW_BENCH_NOOP_DIR": str(noop_dir),
                 "DATABASE_URL": f"sqlite:///{self.var_dir / 'db.sqlite3'}",
             },
@@ -463,7 +465,7 @@ class HotPath:
             "settings": SETTINGS_MODULE,
             # The worker settings the peer benchmark (django-notifs) uses: task events off, WARNING logs.
             "worker": "peer settings: no task events, WARNING"
-            if self.args.peer_settings
+            if getattr(self.args, "peer_settings", False)
             else "Procfile: task events, INFO",
         }
 

@@ -7,7 +7,7 @@ import pytest
 from celery.signals import after_task_publish
 from django.contrib.auth import get_user_model
 
-from tests.environment import STACK, VAR_DIR
+from tests.environment import STACK, VAR_DIR, postgres_sessions_end
 from webapp.stack import Stack
 
 
@@ -23,6 +23,7 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
         yield STACK
     finally:
         STACK.stop()
+        postgres_sessions_end()  # PostgreSQL: none may be left when pytest-django drops the test database
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -203,15 +204,27 @@ def drill_baseline(stack: Stack, recipients: Sequence[int], size: int) -> DrillR
 def _fault_mid_run(
     stack: Stack, recipients: Sequence[int], size: int, scenario: str, *, fault: Callable[[], str], pause: float
 ) -> DrillReport:
-    """Emit ``size`` events; once a tenth of the emails are out, call ``fault`` (it returns the process it
+    """Emit ``size`` events (from a thread, so the fault lands while events are still coming in, however fast
+    the pipeline keeps up); once a tenth of the emails are out, call ``fault`` (it returns the process it
     took down), wait ``pause`` seconds, start that process again and wait until every email is sent."""
+    from django.db import connection
+
     drill = Drill(stack, recipients)
-    drill.emit(size)
+
+    def emit_all() -> None:
+        try:
+            drill.emit(size)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    emitter = threading.Thread(target=emit_all, name="drill-emitter")
+    emitter.start()
     drill.wait_sent(at_least=max(1, size // 10))
     process = fault()
     in_flight = size - drill.sent()
     time.sleep(pause)
     stack.restart(process)
+    emitter.join()
     return drill.report(scenario, recover_seconds=drill.wait_sent(), in_flight=in_flight)
 
 
