@@ -1,4 +1,4 @@
-# notiflow: `make demo` plays the demo end to end; `make test` runs ruff, mypy and pytest (SQLite; `make pytest-postgres`: PostgreSQL).
+# notiflow: `make demo` plays the demo end to end; `make test` runs ruff, mypy and pytest (on SQLite, then on PostgreSQL).
 # Both set themselves up on a fresh Debian machine (venv, requirements, redis-server; chromium and postgresql for the tests).
 # `make bench` runs the hot-path and fan-out benchmarks on SQLite and on a private PostgreSQL (installed when
 # missing), then draws bench/figures/; `make bench-soak` (10+ minutes) is apart.
@@ -50,7 +50,7 @@ pytest-postgres: $(STAMP) system-postgres
 	./scripts/ensure-system.sh --browser
 	NOTIFLOW_TEST_DB=postgres $(BIN)/python -m pytest --ignore=tests/browser/test_client.py
 
-test: lint typecheck pytest
+test: lint typecheck pytest pytest-postgres
 
 # Fault-injection drills at 10,000 events each (about 15 minutes); see bench/README.md.
 bench-faults: $(STAMP) system
