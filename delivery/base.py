@@ -103,6 +103,19 @@ class DeliveryMethod:
         self.alias = alias
         self.options: Mapping[str, Any] = dict(options or {})
 
+    #: The reason recorded on a delivery skipped because :meth:`reachable` left its recipient out.
+    unreachable_reason: ClassVar[str] = "recipient not reachable"
+
+    def reachable(self, recipient_ids: Sequence[int]) -> set[int] | None:
+        """Which of ``recipient_ids`` (user ids) this method can reach now; ``None``: all of them, or it cannot
+        tell. Must not raise.
+
+        The pipeline asks before it builds the messages of an inline batch
+        (``send_inline``): it builds and sends none for the others, whose
+        deliveries it records ``skipped`` with :attr:`unreachable_reason`.
+        """
+        return None
+
     def send(self, batch: Sequence[Message]) -> Iterable[DeliveryResult]:
         """Send every message; return or yield one result per message, in order.
 

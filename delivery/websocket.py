@@ -146,6 +146,17 @@ class WebSocketMethod(DeliveryMethod):
 
     key = "websocket"
     send_inline = True
+    unreachable_reason = NO_SOCKET
+
+    def reachable(self, recipient_ids: Sequence[int]) -> set[int] | None:
+        """The recipients with a socket open (presence, one ``HMGET`` per 1,000); ``None`` when the channel
+        layer cannot say or cannot be reached (then :meth:`send` meets the same error and asks for a retry)."""
+        layer = get_channel_layer(self.options.get("layer", "default"))
+        try:
+            return run(presence_connected(recipient_ids, layer))
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.warning("presence unreadable: %s: %s", type(exc).__name__, exc)
+            return None
 
     def check(self) -> None:
         if get_channel_layer(self.options.get("layer", "default")) is None:

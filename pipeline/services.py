@@ -40,6 +40,57 @@ def event_context(*, event: Event, recipient: Any) -> dict[str, Any]:
     }
 
 
+class ReadWatch(dict[str, Any]):
+    """A dict in a template context that notes whether the template read it (``was_read``).
+
+    Any lookup, iteration, length, truth test, string conversion or method
+    call counts as a read. The pipeline renders an event's texts with the
+    recipient in one of these: if the template never read it, the texts are
+    the same for every recipient of the event (the rest of the context is
+    the event's), so they are rendered once, not once per recipient.
+    """
+
+    was_read = False
+
+    def _read(self) -> None:
+        dict.__setattr__(self, "was_read", True)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name not in ("_read", "was_read", "__class__", "__dict__"):
+            object.__getattribute__(self, "_read")()
+        return super().__getattribute__(name)
+
+    def __getitem__(self, key: str) -> Any:
+        self._read()
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Any:
+        self._read()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._read()
+        return super().__len__()
+
+    def __contains__(self, key: object) -> bool:
+        self._read()
+        return super().__contains__(key)
+
+    def __str__(self) -> str:
+        self._read()
+        return super().__str__()
+
+    def __repr__(self) -> str:
+        self._read()
+        return super().__repr__()
+
+    def __eq__(self, other: object) -> bool:
+        self._read()
+        return super().__eq__(other)
+
+    __hash__ = None
+
+
 def text_render(template_name: str, context: Mapping[str, Any]) -> str:
     """Render a plain-text template (no HTML escaping) with ``context``, stripped; raises template errors."""
     return get_template(template_name, using=TEXT_ENGINE).render(dict(context)).strip()

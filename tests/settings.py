@@ -20,6 +20,8 @@ NOTIFLOW["DELIVERY_METHODS"] = {
     },
     # Outcomes scripted by a unit test (tests/unit/pipeline/test_sending.py).
     "scripted": {"BACKEND": "tests.support.methods.ScriptedMethod"},
+    # An inline method whose reach a unit test sets (tests/unit/pipeline/test_processing.py).
+    "reachable": {"BACKEND": "tests.support.methods.ReachableMethod"},
 }
 NOTIFLOW["EVENT_TYPES"] = {
     **NOTIFLOW["EVENT_TYPES"],
@@ -27,6 +29,8 @@ NOTIFLOW["EVENT_TYPES"] = {
     # The fault-injection drills (webapp/faults.py): email only; data {"run", "seq", "poison"?}.
     # A poison event's title includes a template that does not exist, so it cannot render.
     "test.fault": {"category": "tests", "methods": ["email"], "template": "fault"},
+    # Its title reads the recipient (rendered per recipient); sent inline by the "reachable" method.
+    "test.personal": {"category": "tests", "methods": ["reachable"], "template": "personal"},
     "test.critical": {
         "category": "critiques",
         "methods": ["websocket", "email"],

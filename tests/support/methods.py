@@ -50,3 +50,21 @@ class ScriptedMethod(DeliveryMethod):
             if outcome.outcome is Outcome.SENT:
                 self.sent.append(message.delivery_id)
             yield outcome
+
+
+class ReachableMethod(DeliveryMethod):
+    """An inline method (``send_inline``) whose reach a test sets: ``online`` (user ids; ``None``: everyone,
+    the method cannot tell); ``sent`` lists the messages it sent. Class attributes, reset by the test."""
+
+    key = "reachable"
+    send_inline = True
+    unreachable_reason = "offline (test)"
+    online: ClassVar[set[int] | None] = None
+    sent: ClassVar[list[Message]] = []
+
+    def reachable(self, recipient_ids: Sequence[int]) -> set[int] | None:
+        return None if self.online is None else set(recipient_ids) & self.online
+
+    def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        ReachableMethod.sent.extend(batch)
+        return [DeliveryResult.sent() for _ in batch]

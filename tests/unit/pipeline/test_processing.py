@@ -1,0 +1,118 @@
+"""The hot path's storing step in-process: texts rendered once per event unless they read the recipient,
+multi-row inserts (pipeline.bulk), and inline sends built and sent only for reachable recipients."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from pipeline import Audience, bulk, emit_event, processing
+from pipeline.bulk import rows_insert
+from pipeline.models import Delivery, Inbox, Notification
+from tests.support.methods import ReachableMethod
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def reach():
+    ReachableMethod.online, ReachableMethod.sent = None, []
+    yield ReachableMethod
+    ReachableMethod.online, ReachableMethod.sent = None, []
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """The template names the pipeline renders, in order."""
+    names: list[str] = []
+    real = processing.text_render
+
+    def counting(name, context):
+        names.append(name)
+        return real(name, context)
+
+    monkeypatch.setattr(processing, "text_render", counting)
+    return names
+
+
+def test_texts_that_do_not_read_the_recipient_are_rendered_once_per_event(users, renders):
+    everyone = Audience.everyone()
+    emit_event(event_type="announcement.posted", audience=everyone, actor=users["alice"], data={"text": "hi"})
+
+    batch = processing.events_process()
+
+    assert batch.notifications == 3  # bob, carol, dave: the actor is left out
+    assert set(Notification.objects.values_list("title", "body")) == {("Announcement from alice", "hi")}
+    assert len(renders) == 2  # one title, one body, for three recipients
+
+
+def test_texts_that_read_the_recipient_are_rendered_for_each_recipient(users, renders):
+    emit_event(event_type="test.personal", audience=[users[n].pk for n in ("bob", "carol", "dave")], data={"text": "x"})
+
+    processing.events_process()
+
+    titles = dict(Notification.objects.values_list("recipient__username", "title"))
+    assert titles == {"bob": "For bob: x", "carol": "For carol: x", "dave": "For dave: x"}
+    assert len(renders) == 6
+
+
+def test_a_batch_split_over_many_statements_stores_every_row_in_emit_order(users, monkeypatch):
+    # 40 bound parameters per statement: 3 notification rows (13 columns) or 4 delivery rows per INSERT.
+    monkeypatch.setattr(bulk, "_max_params", lambda connection: 40)
+    bob, carol = users["bob"].pk, users["carol"].pk
+    for i in range(5):
+        emit_event(event_type="test.personal", audience=[bob, carol], data={"text": str(i), "n": i})
+
+    batch = processing.events_process()
+
+    assert (batch.events, batch.notifications) == (5, 10)
+    for uid in (bob, carol):
+        rows = list(Notification.objects.filter(recipient_id=uid).order_by("cursor"))
+        assert [n.cursor for n in rows] == [1, 2, 3, 4, 5]
+        assert [n.data for n in rows] == [{"text": str(i), "n": i} for i in range(5)]
+        assert all(n.state == Notification.State.UNSEEN and n.created_at is not None for n in rows)
+        assert Inbox.objects.get(user_id=uid).last_cursor == 5
+    deliveries = list(Delivery.objects.all())
+    assert len(deliveries) == 10
+    assert {(d.method, d.status, d.attempts, d.last_error, d.claimed_by) for d in deliveries} == {
+        ("reachable", Delivery.Status.QUEUED, 0, "", "")
+    }
+    assert {d.delivery_id for d in batch.inline["reachable"]} == {d.pk for d in deliveries}
+
+
+def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
+    ReachableMethod.online = {users["bob"].pk}
+    emit_event(event_type="test.personal", audience=[users[n].pk for n in ("bob", "carol", "dave")], data={"text": "x"})
+    batch = processing.events_process()
+
+    retry = processing.inline_send(batch=batch)
+
+    assert retry == {}
+    [message] = ReachableMethod.sent
+    notification = Notification.objects.get(recipient=users["bob"])
+    assert (message.recipient.username, message.title) == ("bob", "For bob: x")
+    assert (message.payload["id"], message.payload["cursor"]) == (notification.pk, 1)
+    assert message.payload["created_at"] == notification.created_at.isoformat()
+    outcome = {d.notification.recipient.username: (d.status, d.reason) for d in Delivery.objects.select_related()}
+    assert outcome == {
+        "bob": (Delivery.Status.SENT, ""),
+        "carol": (Delivery.Status.SKIPPED, "offline (test)"),
+        "dave": (Delivery.Status.SKIPPED, "offline (test)"),
+    }
+
+
+def test_rows_insert_leaves_out_conflicting_rows_only_when_asked(users):
+    bob, carol = users["bob"].pk, users["carol"].pk
+    assert rows_insert(Inbox, columns=("user_id",), rows=[(bob,)], returning=("user_id", "last_cursor")) == [(bob, 0)]
+
+    both = [(bob,), (carol,)]
+    again = rows_insert(Inbox, columns=("user_id",), rows=both, returning=("user_id",), ignore_conflicts=True)
+
+    assert again == [(carol,)]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_insert(Inbox, columns=("user_id",), rows=[(bob,)])
+
+
+def test_rows_insert_rejects_a_column_the_model_does_not_have():
+    with pytest.raises(TypeError, match="recipient"):
+        rows_insert(Notification, columns=("recipient",), rows=[(1,)])
