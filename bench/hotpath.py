@@ -91,6 +91,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from bench.cpu import CpuMeter, per_unit_ms
+
 if TYPE_CHECKING:
     from webapp.postgres import PrivatePostgres
     from webapp.stack import Stack
@@ -389,6 +391,7 @@ class HotPath:
         self.alice_id = 0
         self.app: Any = None
         self.tag_counter: Counter[str] = Counter()
+        self.cpu = CpuMeter()
 
     # -- set-up -----------------------------------------------------------
     def setup(self) -> None:
@@ -415,6 +418,7 @@ class HotPath:
         if self.args.db == "postgres":
             print(f"Starting PostgreSQL in {self.var_dir / 'postgres'} ...", flush=True)
             self.postgres = stack.use_postgres()
+            self.cpu.postgres_dir = str(self.var_dir / "postgres")
         stack.apply_env()
         stack.manage("migrate", "--noinput", "-v", "0")
         import django
@@ -633,12 +637,14 @@ class HotPath:
         prefill_publish = time.perf_counter() - began
         self.running.restart("worker")
         drained = sorted(self.noop_log.wait(n, stall=stall, what="baseline (pre-filled)"))
+        cpu_before = self.cpu.snapshot()
         t0 = time.time()
         began = time.perf_counter()
         for _ in range(n):
             self.app.send_task("bench.noop", queue="events")
         publish = time.perf_counter() - began
         concurrent = sorted(self.noop_log.wait(n, stall=stall, what="baseline (concurrent)"))
+        cpu = self.cpu.since(cpu_before)
         result = {
             "tasks": n,
             "prefilled_first_to_last_s": round(drained[-1] - drained[0], 3),
@@ -647,6 +653,8 @@ class HotPath:
             "concurrent_first_publish_to_last_s": round(concurrent[-1] - t0, 3),
             "concurrent_tasks_per_s": round(n / (concurrent[-1] - t0), 1),
             "concurrent_publish_per_s": round(n / publish, 1),
+            # CPU per task of the concurrent run, per process role (the bench's share is the publishing).
+            "cpu_ms_per_task": per_unit_ms(cpu, n),
         }
         self.results["baseline"] = result
         print(f"   {result}", flush=True)
@@ -657,11 +665,13 @@ class HotPath:
         print(f"b. sustained: {n} events back to back ...", flush=True)
         sent0 = self.sent_count()
         emitted = Emitted()
+        cpu_before = self.cpu.snapshot()
         t0 = time.time()
         for _ in range(n):
             self.emit("b", emitted)
         emit_s = time.time() - t0
         done = self.wait_delivered("sustained", emitted, sent_target=sent0 + self.args.deliveries_per_event * n)
+        cpu = self.cpu.since(cpu_before)
         ends = [t for t in (done["last_push"], done["last_email"], done["deliveries_sent_at"]) if t is not None]
         end = max(ends)
         result = {
@@ -675,6 +685,9 @@ class HotPath:
             "first_emit_to_deliveries_sent_s": round(done["deliveries_sent_at"] - t0, 3),
             "emit_cost": ms_summary(emitted.cost),
             "emit_to_push": ms_summary(self.push_latencies(emitted)),
+            # CPU per event, per process role, from the first emit to the end (the bench: emitting, the socket,
+            # the polling); the machine's budget per event at the no-op rate is cpus / (no-op tasks/s).
+            "cpu_ms_per_event": per_unit_ms(cpu, n),
             **self.tally(emitted),
         }
         self.results["sustained"] = result
@@ -856,6 +869,13 @@ class HotPath:
             add("events/s, sustained ÷ no-op tasks/s pre-filled", s["events_per_s"], b.get("prefilled_tasks_per_s"))
             add("events/s, sustained ÷ no-op tasks/s concurrent", s["events_per_s"], b.get("concurrent_tasks_per_s"))
             add("emit loop calls/s ÷ send_task() calls/s", s["emit_calls_per_s"], b.get("concurrent_publish_per_s"))
+        if s and b.get("cpu_ms_per_task"):
+            add(
+                "CPU ms, all processes: per event (sustained) ÷ per no-op task (concurrent)",
+                s["cpu_ms_per_event"]["total"],
+                b["cpu_ms_per_task"]["total"],
+                digits=2,
+            )
         if p:
             add("events/s, pre-filled ÷ no-op tasks/s pre-filled", p["events_per_s"], b.get("prefilled_tasks_per_s"))
         idle = r.get("latency_idle")
