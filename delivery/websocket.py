@@ -9,8 +9,9 @@ sent what it missed (see the consumer).
 **Presence.** The consumer counts each user's open sockets in one Redis hash
 (:data:`PRESENCE_KEY`, on the channel layer's Redis): +1 once it has joined
 its groups, -1 when it leaves. A batch reads the counts of its recipients
-with one ``HMGET`` and sends only to those with a socket open; the others'
-deliveries are recorded ``skipped`` ("no open socket"), since their clients
+with one ``HMGET`` (:meth:`WebSocketMethod.reachable`, which the pipeline asks
+before it builds the messages) and sends only to those with a socket open;
+the others' deliveries are recorded ``skipped`` ("no open socket"), since their clients
 read the notification from the database when they connect. So a push to a
 role or to everyone costs channel-layer work in proportion to the sockets
 connected, not to the audience. No push is lost to the race: a consumer
@@ -165,16 +166,9 @@ class WebSocketMethod(DeliveryMethod):
     async def _send_all(self, batch: Sequence[Message]) -> list[DeliveryResult]:
         layer = get_channel_layer(self.options.get("layer", "default"))
         assert layer is not None  # checked at start-up
-        try:
-            online = await presence_connected([m.recipient.id for m in batch], layer)
-        except (TimeoutError, RedisError, OSError) as exc:
-            return [DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}") for _ in batch]
-
         in_flight = asyncio.Semaphore(int(self.options.get("concurrency", MAX_IN_FLIGHT)))
 
         async def one(message: Message) -> DeliveryResult:
-            if online is not None and message.recipient.id not in online:
-                return DeliveryResult.skipped(NO_SOCKET)
             try:
                 async with in_flight:
                     await layer.group_send(
@@ -188,4 +182,6 @@ class WebSocketMethod(DeliveryMethod):
         return list(await asyncio.gather(*(one(m) for m in batch)))
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
+        """``group_send`` each message to its recipient's group, concurrently. Presence is not read here: the
+        pipeline asks :meth:`reachable` first and sends only to recipients with a socket open."""
         return run(self._send_all(batch))

@@ -76,7 +76,8 @@ def rows_insert(
     of ``RETURNING``): return a unique key with the primary key. Runs in the
     caller's transaction, one statement per as many rows as the database's
     bound-parameter limit allows. Raises ``TypeError`` for a column the model
-    does not have; ``django.db.IntegrityError`` as the database does (a
+    does not have, or a primary key that is neither given nor automatic (a
+    default is called once per call, not once per row); ``django.db.IntegrityError`` as the database does (a
     required field left out is ``NULL``).
     """
     connection = connections[using]
@@ -86,6 +87,11 @@ def rows_insert(
     unknown = [name for name in [*columns, *shared] if name not in by_attname]
     if unknown:
         raise TypeError(f"{model.__name__} has no column(s) {unknown} (use attribute names such as 'user_id')")
+    pk = meta.pk
+    assert pk is not None
+    if pk.attname not in columns and pk.attname not in shared and not isinstance(pk, AutoFieldMixin):
+        # A default such as uuid4 would be called once for all the rows.
+        raise TypeError(f"{model.__name__}: give the primary key {pk.attname!r} as a column")
     now = timezone.now()
     fixed: dict[str, Any] = {}
     for field in meta.concrete_fields:

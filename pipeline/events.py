@@ -20,11 +20,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from pipeline import publishing
 from pipeline.audiences import Audience
+from pipeline.bulk import rows_insert
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.exceptions import EventError, InvalidActor, InvalidAudience, InvalidEventData
@@ -61,10 +62,32 @@ def _validate_actor(actor: Any) -> int | None:
     return actor
 
 
+#: Compiled SQL of the users check, per database and number of ids (up to :data:`_COMPILED_UP_TO` ids).
+_USERS_SQL: dict[tuple[str, int], str] = {}
+_COMPILED_UP_TO = 64
+
+
+def _users_found(ids: list[int]) -> set[int]:
+    """Which of ``ids`` (distinct) are users. The ORM's SQL is compiled once per number of ids: building the
+    query cost more than running it (0.6 of 0.73 ms on PostgreSQL, where a raw ``SELECT`` took 0.13 ms)."""
+    users = get_user_model().objects
+    if len(ids) > _COMPILED_UP_TO:
+        return set(users.filter(pk__in=ids).values_list("pk", flat=True))
+    connection = connections[router.db_for_read(users.model)]
+    key = (connection.alias, len(ids))
+    sql = _USERS_SQL.get(key)
+    if sql is None:
+        compiled = users.using(connection.alias).filter(pk__in=range(-len(ids), 0)).values_list("pk")
+        sql = _USERS_SQL[key] = compiled.query.sql_with_params()[0]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _check_users(audience: Audience, actor_id: int | None) -> None:
     """Check that the users the event names exist, with one query (and one more for a role)."""
-    named = [*audience.user_ids, *([actor_id] if actor_id is not None else [])]
-    found = set(get_user_model().objects.filter(pk__in=named).values_list("pk", flat=True)) if named else set()
+    named = sorted({*audience.user_ids, *([actor_id] if actor_id is not None else [])})
+    found = _users_found(named) if named else set()
     missing = [uid for uid in audience.user_ids if uid not in found]
     if missing:
         raise InvalidAudience(f"The audience names unknown user id(s): {missing}.")
@@ -160,9 +183,12 @@ def emit_event(
     if idempotency_key is None:
         # One INSERT (autocommit, or the caller's transaction); the doorbell is rung after the commit, from
         # a thread of this process (pipeline.publishing.ringer), so the caller does not wait for Redis.
-        event = Event.objects.create(**fields, occurred_at=occurred_at)
+        # Its SQL built once per process (pipeline.bulk), not by Model.save().
+        event_id = uuid.uuid4()
+        row = (event_id, *fields.values(), occurred_at)
+        rows_insert(Event, columns=("id", *fields, "occurred_at"), rows=[row], using=router.db_for_write(Event))
         transaction.on_commit(publishing.ringer.request)
-        return event.id
+        return event_id
     try:
         with transaction.atomic():  # a savepoint: a concurrent call with the same key may win the race
             event = Event.objects.create(**fields, idempotency_key=idempotency_key, occurred_at=occurred_at)

@@ -89,9 +89,19 @@ def deliveries_sent_record(*, deliveries: list[Delivery], claimer: str) -> None:
 
 
 def _results(method: str, deliveries: list[Delivery]) -> Iterator[tuple[DeliveryResult, str]]:
-    """The method's result for each delivery, in order, with a traceback if the method raised; never raises."""
-    produced = iter(methods.get(method).send(services.delivery_messages(deliveries=deliveries)))
-    for _ in deliveries:
+    """The method's result for each delivery, in order, with a traceback if the method raised; never raises.
+
+    Recipients the method cannot reach now (:meth:`~delivery.base.DeliveryMethod.reachable`) are ``skipped``
+    without a send."""
+    backend = methods.get(method)
+    messages = services.delivery_messages(deliveries=deliveries)
+    reachable = backend.reachable([m.recipient.id for m in messages])
+    away = set() if reachable is None else {i for i, m in enumerate(messages) if m.recipient.id not in reachable}
+    produced = iter(backend.send([m for i, m in enumerate(messages) if i not in away]))
+    for index in range(len(deliveries)):
+        if index in away:
+            yield DeliveryResult.skipped(backend.unreachable_reason), ""
+            continue
         try:
             yield next(produced), ""
         except StopIteration:

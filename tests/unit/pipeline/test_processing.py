@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from pipeline import Audience, bulk, emit_event, processing
+from pipeline import Audience, bulk, emit_event, processing, sending
 from pipeline.bulk import rows_insert
 from pipeline.models import Delivery, Inbox, Notification
 from tests.support.methods import ReachableMethod
@@ -116,3 +116,19 @@ def test_rows_insert_leaves_out_conflicting_rows_only_when_asked(users):
 def test_rows_insert_rejects_a_column_the_model_does_not_have():
     with pytest.raises(TypeError, match="recipient"):
         rows_insert(Notification, columns=("recipient",), rows=[(1,)])
+
+
+def test_a_queued_send_skips_the_recipients_its_method_cannot_reach(users):
+    # The path of a retried or re-queued delivery (notiflow.deliveries_send): reachability is asked there too.
+    emit_event(event_type="test.personal", audience=[users["bob"].pk, users["carol"].pk], data={"text": "x"})
+    processing.events_process()
+    ReachableMethod.online = {users["carol"].pk}
+
+    report = sending.deliveries_send(
+        method="reachable", delivery_ids=list(Delivery.objects.values_list("pk", flat=True)), claimer="t", attempt=1
+    )
+
+    assert [m.recipient.username for m in ReachableMethod.sent] == ["carol"]
+    assert (report.counts["sent"], report.counts["skipped"]) == (1, 1)
+    outcome = {d.notification.recipient.username: (d.status, d.reason) for d in Delivery.objects.select_related()}
+    assert outcome == {"bob": (Delivery.Status.SKIPPED, "offline (test)"), "carol": (Delivery.Status.SENT, "")}
