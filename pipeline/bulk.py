@@ -1,4 +1,5 @@
-"""Multi-row ``INSERT ... RETURNING`` without the ORM's per-row, per-field compilation.
+"""SQL for the hot path, built once: multi-row ``INSERT ... RETURNING`` (:func:`rows_insert`) and
+``SELECT``s compiled by the ORM once per shape (:func:`select_in`).
 
 ``QuerySet.bulk_create()`` compiles every field of every object: for the
 notifications and deliveries of one event to 10,000 recipients it spent about
@@ -13,10 +14,11 @@ per row count, and binds as many rows per statement as the database takes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import connections, models
+from django.db.models import QuerySet
 from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 
@@ -164,3 +166,103 @@ def _statement(
             _SQL.clear()
         _SQL[key] = sql
     return sql
+
+
+_SELECTS: dict[tuple[str, str, tuple[int, ...]], tuple[str, list[Any]]] = {}
+
+
+def _sentinel(k: int, i: int, like: Any) -> Any:
+    return -(10**15 + k * 10**7 + i) if isinstance(like, int) else f"\x00notiflow:{k}:{i}"
+
+
+def select_in(
+    key: str, build: Callable[..., QuerySet[Any]], *lists: Sequence[Any], using: str = "default"
+) -> tuple[str, list[Any]] | None:
+    """The SQL and parameters of ``build(*lists)``, compiled by the ORM once per ``key``, database and lengths.
+
+    ``build`` takes one list per ``lists`` (ids or strings, bound as given,
+    e.g. ``pk__in``) and returns a queryset whose other parameters never
+    change. It is compiled with stand-in values (very negative ints,
+    ``\\x00``-prefixed strings) of the same lengths and kinds; each call then
+    binds the real values in their place. Building a query through the ORM
+    cost 0.3 to 0.6 ms per query, more than running it, for every batch of
+    the hot path. Returns ``None`` when a list is empty (the ORM compiles no
+    SQL for ``IN ()``): the caller knows what that means for its query.
+    """
+    if any(not values for values in lists):
+        return None
+    connection = connections[using]
+    shape = (key, connection.alias, tuple(len(values) for values in lists))
+    compiled = _SELECTS.get(shape)
+    if compiled is None:
+        stand_ins = [[_sentinel(k, i, values[0]) for i in range(len(values))] for k, values in enumerate(lists)]
+        where = {value: (k, i) for k, values in enumerate(stand_ins) for i, value in enumerate(values)}
+        sql, params = build(*stand_ins).using(connection.alias).query.sql_with_params()
+        slots = [where.get(p, _Constant(p)) if isinstance(p, int | str) else _Constant(p) for p in params]
+        if len(_SELECTS) > 1024:  # lengths vary: keep the cache bounded
+            _SELECTS.clear()
+        compiled = _SELECTS[shape] = (sql, slots)
+    sql, slots = compiled
+    return sql, [slot.value if isinstance(slot, _Constant) else lists[slot[0]][slot[1]] for slot in slots]
+
+
+class _Constant:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def rows_update(
+    model: type[models.Model],
+    *,
+    pks: Sequence[Any],
+    values: Mapping[str, Any],
+    keep: Sequence[str] = (),
+    add_one: Sequence[str] = (),
+    where: Mapping[str, Any] | None = None,
+    using: str = "default",
+) -> int:
+    """``UPDATE`` the rows of ``model`` whose primary key is in ``pks``; return how many were updated.
+
+    Sets each of ``values`` (attribute names; each value prepared once by its
+    field), but those named in ``keep`` only where they are ``NULL``
+    (``COALESCE``), and adds one to each field of ``add_one``; ``where``
+    adds ``field = value`` conditions (the status check of a conditional
+    update). One statement per as many ids as the bound-parameter limit
+    allows, in the caller's transaction (or autocommit); ``auto_now`` fields
+    are not touched unless given. Raises ``TypeError`` for an unknown field.
+    """
+    if not pks:
+        return 0
+    connection = connections[using]
+    meta = model._meta
+    fields = {f.attname: f for f in meta.concrete_fields}
+    unknown = [n for n in [*values, *add_one, *(where or {})] if n not in fields]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column(s) {unknown}")
+    quote = connection.ops.quote_name
+    sets, params = [], []
+    for name, value in values.items():
+        column = quote(fields[name].column)
+        sets.append(f"{column} = COALESCE({column}, %s)" if name in keep else f"{column} = %s")
+        params.append(fields[name].get_db_prep_save(value, connection))
+    sets += [f"{quote(fields[name].column)} = {quote(fields[name].column)} + 1" for name in add_one]
+    conditions, condition_params = [], []
+    for name, value in (where or {}).items():
+        conditions.append(f"{quote(fields[name].column)} = %s")
+        condition_params.append(fields[name].get_db_prep_save(value, connection))
+    pk = meta.pk
+    assert pk is not None
+    ids = [pk.get_db_prep_value(value, connection) for value in pks]
+    room = max(1, _max_params(connection) - len(params) - len(condition_params))
+    updated = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), room):
+            part = ids[start : start + room]
+            marks = ", ".join(["%s"] * len(part))
+            test = " AND ".join([f"{quote(pk.column)} IN ({marks})", *conditions])
+            sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {test}"  # noqa: S608 - names from _meta
+            cursor.execute(sql, [*params, *part, *condition_params])
+            updated += cursor.rowcount
+    return updated

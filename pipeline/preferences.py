@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.db import connection
+
 from delivery.registry import methods as registry
+from pipeline.bulk import select_in
 from pipeline.catalogue import EventType
 from pipeline.models import Preference
 
@@ -43,12 +46,23 @@ PreferenceRows = dict[tuple[int, str], list[tuple[str, str, str]]]
 def preferences_load(*, user_ids: Sequence[int], methods: Sequence[str]) -> PreferenceRows:
     """Every preference of ``user_ids`` for ``methods``, with one query, for :func:`preferences_resolve`.
 
-    The pipeline loads them once for a batch of events of many types.
+    The pipeline loads them once for a batch of events of many types; the
+    query's SQL is compiled once per number of users and methods.
     """
     rows: PreferenceRows = {}
-    found = Preference.objects.filter(user_id__in=list(user_ids), method__in=list(methods)).values_list(
-        "user_id", "method", "category", "event_type", "setting"
+    query = select_in(
+        "preferences.load",
+        lambda users, aliases: Preference.objects.filter(user_id__in=users, method__in=aliases).values_list(
+            "user_id", "method", "category", "event_type", "setting"
+        ),
+        list(user_ids),
+        list(methods),
     )
+    if query is None:
+        return rows
+    with connection.cursor() as cursor:
+        cursor.execute(*query)
+        found = cursor.fetchall()
     for user_id, method, category, ev_type, setting in found:
         rows.setdefault((user_id, method), []).append((category, ev_type, setting))
     return rows

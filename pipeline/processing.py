@@ -39,14 +39,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
-from pipeline.bulk import rows_insert
+from pipeline.bulk import rows_insert, rows_update, select_in
 from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
@@ -142,6 +141,15 @@ def _users() -> QuerySet[Any]:
     return model.objects.only(model.USERNAME_FIELD, model.get_email_field_name(), "is_active")
 
 
+def _users_load(ids: list[int]) -> dict[int, Any]:
+    """``{id: user}`` of the users among ``ids`` (distinct), with :func:`_users`' fields; SQL compiled once per
+    number of ids."""
+    query = select_in("processing.users", lambda pks: _users().filter(pk__in=pks), ids)
+    if query is None:
+        return {}
+    return {user.pk: user for user in get_user_model().objects.raw(*query)}
+
+
 def _render_all(plan: _Planned, users: dict[int, Any]) -> list[tuple[int, str, str]]:
     """``[(user id, title, body)]`` of one event for its active recipients; raises what the templates raise.
 
@@ -191,7 +199,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
         batch.events = len(plans)
         batch.more = len(events) == limit or len(plans) < len(events) or any(p.more for p in plans)
         actors = {p.event.actor_id for p in plans if p.event.actor_id is not None}
-        found = _users().in_bulk(sorted({uid for p in plans for uid in p.user_ids} | actors))
+        found = _users_load(sorted({uid for p in plans for uid in p.user_ids} | actors))
         for plan in plans:
             if plan.event.actor_id is not None:
                 plan.event.actor = found.get(plan.event.actor_id)
@@ -280,12 +288,14 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
         ]
 
         done = [p.event.pk for p, _ in renders if not p.more]
-        if done:
-            Event.objects.filter(pk__in=done).update(completed_at=now, published_at=Coalesce("published_at", now))
+        rows_update(Event, pks=done, values={"completed_at": now, "published_at": now}, keep=("published_at",))
         for plan, _ in renders:
             if plan.more:
-                Event.objects.filter(pk=plan.event.pk).update(
-                    progress_user_id=plan.last_user_id, published_at=Coalesce("published_at", now)
+                rows_update(
+                    Event,
+                    pks=[plan.event.pk],
+                    values={"progress_user_id": plan.last_user_id, "published_at": now},
+                    keep=("published_at",),
                 )
         batch.notifications = len(rows)
 
@@ -504,17 +514,23 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
         missing = DeliveryResult.failed(f"the {method} method returned no result for this message")
         results += [missing] * (len(messages) - len(results))
         sent = [m.delivery_id for m, r in zip(messages, results, strict=False) if r.outcome is Outcome.SENT]
-        Delivery.objects.filter(pk__in=sent, status=Delivery.Status.QUEUED).update(
-            status=Delivery.Status.SENT, sent_at=now, attempts=F("attempts") + 1, updated_at=now
+        rows_update(
+            Delivery,
+            pks=sent,
+            values={"status": Delivery.Status.SENT, "sent_at": now, "updated_at": now},
+            add_one=("attempts",),
+            where={"status": Delivery.Status.QUEUED},
         )
         for m, r in zip(messages, results, strict=False):
             if r.outcome is Outcome.SKIPPED:
                 skipped[r.reason[:255]].append(m.delivery_id)
         for reason, ids in skipped.items():  # nearly always one reason ("no open socket"): one UPDATE
-            if not ids:
-                continue
-            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.QUEUED).update(
-                status=Delivery.Status.SKIPPED, reason=reason, attempts=F("attempts") + 1, updated_at=now
+            rows_update(
+                Delivery,
+                pks=ids,
+                values={"status": Delivery.Status.SKIPPED, "reason": reason, "updated_at": now},
+                add_one=("attempts",),
+                where={"status": Delivery.Status.QUEUED},
             )
         done = (Outcome.SENT, Outcome.SKIPPED)
         failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome not in done}
