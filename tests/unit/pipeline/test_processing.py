@@ -4,7 +4,9 @@ multi-row inserts (pipeline.bulk), and inline sends built and sent only for reac
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from pipeline import Audience, bulk, emit_event, processing, sending
 from pipeline.bulk import rows_insert
@@ -132,3 +134,51 @@ def test_a_queued_send_skips_the_recipients_its_method_cannot_reach(users):
     assert (report.counts["sent"], report.counts["skipped"]) == (1, 1)
     outcome = {d.notification.recipient.username: (d.status, d.reason) for d in Delivery.objects.select_related()}
     assert outcome == {"bob": (Delivery.Status.SKIPPED, "offline (test)"), "carol": (Delivery.Status.SENT, "")}
+
+
+def test_select_in_binds_new_values_into_sql_compiled_once(users):
+    def build(ids, names):
+        return get_user_model().objects.filter(pk__in=ids, username__in=names, is_active=True).values_list("username")
+
+    def run(ids, names):
+        sql, params = bulk.select_in("test.users", build, ids, names)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return sorted(row[0] for row in cursor.fetchall())
+
+    bob, carol = users["bob"], users["carol"]
+    assert run([bob.pk, carol.pk], ["bob"]) == ["bob"]
+    compiled = len(bulk._SELECTS)
+    assert run([carol.pk, bob.pk], ["carol"]) == ["carol"]  # same shape: same SQL, other values
+    assert len(bulk._SELECTS) == compiled
+    carol.is_active = False
+    carol.save()
+    assert run([carol.pk, bob.pk], ["carol"]) == []  # the constant (is_active = true) is kept
+    assert bulk.select_in("test.users", build, [], ["bob"]) is None
+
+
+def test_rows_update_sets_keeps_counts_and_checks(users):
+    emit_event(event_type="test.personal", audience=[users["bob"].pk, users["carol"].pk], data={"text": "x"})
+    processing.events_process()
+    bob_d, carol_d = (Delivery.objects.get(notification__recipient=users[n]) for n in ("bob", "carol"))
+    Delivery.objects.filter(pk=carol_d.pk).update(status=Delivery.Status.SENT, reason="already")
+
+    updated = bulk.rows_update(
+        Delivery,
+        pks=[bob_d.pk, carol_d.pk],
+        values={"status": Delivery.Status.SKIPPED, "reason": "r", "claimed_until": None},
+        add_one=("attempts",),
+        where={"status": Delivery.Status.QUEUED},
+    )
+
+    assert updated == 1
+    bob_d.refresh_from_db()
+    carol_d.refresh_from_db()
+    assert (bob_d.status, bob_d.reason, bob_d.attempts) == (Delivery.Status.SKIPPED, "r", 1)
+    assert (carol_d.status, carol_d.reason, carol_d.attempts) == (Delivery.Status.SENT, "already", 0)
+    event = Notification.objects.get(recipient=users["bob"]).event
+    first = event.published_at
+    assert first is not None
+    bulk.rows_update(type(event), pks=[event.pk], values={"published_at": timezone.now()}, keep=("published_at",))
+    event.refresh_from_db()
+    assert event.published_at == first  # COALESCE: an earlier value is kept
