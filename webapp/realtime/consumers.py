@@ -31,6 +31,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import connection
@@ -268,6 +269,18 @@ class NotificationConsumer(JsonFrameConsumer):
         self.floor = max(self.floor, cursor)
         for known in [c for c in self.recent_cursors if c <= self.floor]:
             del self.recent_cursors[known]
+
+    #: Channel-layer message types whose handlers never touch the database. Channels (4.2+) runs
+    #: ``close_old_connections()`` in a worker thread before every handler, like a request's start; for a
+    #: push that is a thread hop per message that reads nothing, so these skip it (:meth:`dispatch`).
+    NO_DATABASE = frozenset({"notify.push", "notify.read_state", "notify.broadcast"})
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its database connection check for :attr:`NO_DATABASE` messages."""
+        if message["type"] in self.NO_DATABASE:
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)
 
     async def notify_push(self, message: dict[str, Any]) -> None:
         """``notify.push``: relay one notification, unless this socket was sent it already."""
