@@ -57,6 +57,7 @@ def rows_insert(
     shared: Mapping[str, Any] | None = None,
     returning: Sequence[str] = ("pk",),
     ignore_conflicts: bool = False,
+    when: tuple[str, Sequence[Any]] | None = None,
     using: str = "default",
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` into ``model``'s table; return the ``returning`` columns of each new row.
@@ -71,7 +72,10 @@ def rows_insert(
     as given), once per distinct value object of a column.
 
     With ``ignore_conflicts`` a row that would break a unique constraint is
-    left out (``ON CONFLICT DO NOTHING``) and returns nothing.
+    left out (``ON CONFLICT DO NOTHING``) and returns nothing. ``when`` is an
+    SQL condition and its parameters (one row only): the row is inserted
+    only if it holds (``INSERT ... SELECT ... WHERE``), in the same
+    statement, and nothing is returned if it does not.
 
     The returned tuples (raw database values: a ``UUIDField`` is a hex string
     on SQLite) come in no promised order (SQLite does not promise the order
@@ -134,6 +138,18 @@ def rows_insert(
     per_statement = max(1, _max_params(connection) // len(names))
     result: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
+        if when is not None:
+            if len(rows) != 1:
+                raise TypeError("rows_insert(when=...) inserts one row")
+            quote = connection.ops.quote_name
+            condition, condition_params = when
+            sql = (
+                f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(by_attname[n].column) for n in names)}) "
+                f"SELECT {', '.join(['%s'] * len(names))} WHERE {condition} "
+                f"RETURNING {', '.join(quote(by_attname[n].column) for n in returned)}"
+            )
+            cursor.execute(sql, [*prepared(rows[0]), *condition_params])
+            return [tuple(r) for r in cursor.fetchall()]
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             sql = _statement(connection, meta.db_table, names, tuple(returned), len(part), by_attname, ignore_conflicts)
