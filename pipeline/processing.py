@@ -485,11 +485,27 @@ def _merge(into: Batch, other: Batch) -> None:
     into.dead_lettered.extend(other.dead_lettered)
 
 
+def _commit_without_flush() -> None:
+    """On PostgreSQL, let this transaction's commit return before its WAL reaches the disk
+    (``SET LOCAL synchronous_commit TO OFF``, https://www.postgresql.org/docs/current/wal-async-commit.html).
+
+    Only for records whose loss is harmless: the outcome of a push. A server crash can lose the last
+    fraction of a second of them (at most three times ``wal_writer_delay``); those deliveries stay ``queued`` and
+    the recovery sweep pushes them again, which a socket already sent that cursor drops. The commit of a
+    batch (events taken, notifications stored) always waits for its flush. SQLite in WAL mode with
+    ``synchronous=NORMAL`` does not flush at commit anyway.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
     """Send the batch's inline deliveries (the WebSocket pushes) right after its commit; record the results.
 
     Sent deliveries are recorded ``sent`` with one UPDATE per method, skipped
-    ones (a push to a user with no open socket) ``skipped``, likewise; a
+    ones (a push to a user with no open socket) ``skipped``, likewise, in one
+    transaction that does not wait for its WAL flush (:func:`_commit_without_flush`); a
     failed one is recorded as :func:`pipeline.services.delivery_record`
     records any attempt (``retrying``, to be queued again by the caller, or
     dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``.
@@ -514,24 +530,26 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
         missing = DeliveryResult.failed(f"the {method} method returned no result for this message")
         results += [missing] * (len(messages) - len(results))
         sent = [m.delivery_id for m, r in zip(messages, results, strict=False) if r.outcome is Outcome.SENT]
-        rows_update(
-            Delivery,
-            pks=sent,
-            values={"status": Delivery.Status.SENT, "sent_at": now, "updated_at": now},
-            add_one=("attempts",),
-            where={"status": Delivery.Status.QUEUED},
-        )
         for m, r in zip(messages, results, strict=False):
             if r.outcome is Outcome.SKIPPED:
                 skipped[r.reason[:255]].append(m.delivery_id)
-        for reason, ids in skipped.items():  # nearly always one reason ("no open socket"): one UPDATE
+        with transaction.atomic():
+            _commit_without_flush()
             rows_update(
                 Delivery,
-                pks=ids,
-                values={"status": Delivery.Status.SKIPPED, "reason": reason, "updated_at": now},
+                pks=sent,
+                values={"status": Delivery.Status.SENT, "sent_at": now, "updated_at": now},
                 add_one=("attempts",),
                 where={"status": Delivery.Status.QUEUED},
             )
+            for reason, ids in skipped.items():  # nearly always one reason ("no open socket"): one UPDATE
+                rows_update(
+                    Delivery,
+                    pks=ids,
+                    values={"status": Delivery.Status.SKIPPED, "reason": reason, "updated_at": now},
+                    add_one=("attempts",),
+                    where={"status": Delivery.Status.QUEUED},
+                )
         done = (Outcome.SENT, Outcome.SKIPPED)
         failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome not in done}
         if not failed:
