@@ -19,7 +19,10 @@ import psutil
 ROLES = ("bench", "worker-main", "worker-pool", "web", "smtp", "redis", "postgres", "beat", "other")
 
 
-def _role(proc: psutil.Process, parent_cmd: str) -> str:
+_SHELLS = ("sh", "bash", "dash")
+
+
+def _role(proc: psutil.Process, parent_cmd: str, parent_name: str) -> str:
     cmd = " ".join(proc.cmdline())
     if proc.pid == os.getpid():
         return "bench"
@@ -34,7 +37,9 @@ def _role(proc: psutil.Process, parent_cmd: str) -> str:
     if "celery" in cmd and " beat" in cmd:
         return "beat"
     if "celery" in cmd and "worker" in cmd:
-        return "worker-pool" if "celery" in parent_cmd and "worker" in parent_cmd else "worker-main"
+        # honcho starts the main process through a shell; the pool processes are the main process's children
+        pooled = "celery" in parent_cmd and "worker" in parent_cmd and parent_name not in _SHELLS
+        return "worker-pool" if pooled else "worker-main"
     return "other"
 
 
@@ -68,7 +73,8 @@ class CpuMeter:
                     times = proc.cpu_times()
                     parent = proc.parent()
                     parent_cmd = " ".join(parent.cmdline()) if parent is not None else ""
-                    seen[proc.pid] = (_role(proc, parent_cmd), times.user + times.system)
+                    parent_name = parent.name() if parent is not None else ""
+                    seen[proc.pid] = (_role(proc, parent_cmd, parent_name), times.user + times.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self._last.update(seen)

@@ -981,11 +981,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], required=True, help="the database to run on")
     parser.add_argument("--events", type=int, default=2000, help="events in the sustained phase (default 2000)")
-    parser.add_argument("--baseline-tasks", type=int, default=5000, help="no-op tasks per baseline run (default 5000)")
+    parser.add_argument("--baseline-tasks", type=int, default=2000, help="no-op tasks per baseline run (default 2000)")
     parser.add_argument("--latency-samples", type=int, default=200, help="samples per idle latency (default 200)")
-    parser.add_argument("--half-load-seconds", type=float, default=15.0, help="length of the half-load phase (15)")
+    parser.add_argument("--half-load-seconds", type=float, default=10.0, help="length of the half-load phase (10)")
     parser.add_argument("--half-load-rate", type=float, default=0.0, help="events/s at half load (0: half of b's)")
-    parser.add_argument("--emit-samples", type=int, default=300, help="calls of each kind for the emit cost (300)")
+    parser.add_argument("--emit-samples", type=int, default=200, help="calls of each kind for the emit cost (200)")
     parser.add_argument("--prefilled-events", type=int, default=0, help="events of the pre-filled variant (0: skip)")
     parser.add_argument(
         "--deliveries-per-event",
