@@ -6,7 +6,13 @@ When it finds none, it lingers up to ``DRAIN_LINGER`` seconds, woken at once
 by an emitter's nudge, before it lets the doorbell go: under a steady trickle
 of events (tens a second) one drain takes them all as they come, instead of
 one broker message and one task per event. A lone event still goes out at
-once: the first batch is taken as soon as the drain starts.
+once: the first batch is taken as soon as the drain starts. Having let the
+doorbell go, it looks for events once more; if it finds some, it goes on
+only if it can take the doorbell back: if an emitter rang it meanwhile, the
+drain that ring queued takes them. Two drains side by side (one pool
+process each) made each other wait for the database's write lock and left
+no process to send emails: at 92 events/s on SQLite the p99 emit → push was
+78 ms and the p50 emit → email 3.7 s; without the overlap 28 ms and 0.12 s.
 
 Each batch's WebSocket deliveries are pushed right after its commit. Its
 queued deliveries (email) are gathered across batches and sent to their
@@ -84,7 +90,8 @@ def events_drain_run() -> dict[str, int]:
             publishing.doorbell_release()
             if not _batch_run(counts, gathered):
                 return counts
-            publishing.doorbell_hold()
+            if not publishing.doorbell_take():
+                return counts  # an emitter rang a new drain meanwhile: it takes the rest (no two drains at once)
     finally:
         gathered.flush()
 

@@ -204,6 +204,13 @@ def doorbell_wait(timeout: float) -> bool:
     return _redis().blpop([NUDGE_KEY], timeout=timeout) is not None  # type: ignore[arg-type]
 
 
+def doorbell_take() -> bool:
+    """Called by a drain that let the doorbell go and then found events: take it back unless an emitter rang it
+    meanwhile (``SET NX``). ``False``: a new drain is on its way and will see every committed event, so this
+    one may stop instead of running beside it."""
+    return bool(_redis().set(DOORBELL_KEY, b"1", nx=True, px=_ttl_ms()))
+
+
 def doorbell_release() -> None:
     """Called by a drain that found no event: clear the doorbell, so the next emit rings a new drain.
 

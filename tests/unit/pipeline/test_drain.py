@@ -1,0 +1,55 @@
+"""The drain's hand-over: after it lets the doorbell go, a drain that finds more events keeps going only if
+no emitter rang a new drain meanwhile, so that two drains never run side by side for long."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import drain, processing, publishing
+
+
+@pytest.fixture
+def scripted(monkeypatch, settings):
+    """Batches of 1 event or none, in the order a test gives them; the doorbell's calls, recorded."""
+    settings.NOTIFLOW = {**settings.NOTIFLOW, "DRAIN_LINGER": 0.01}
+    state = {"batches": [], "taken": [], "calls": []}
+
+    def take() -> processing.Batch:
+        state["calls"].append("batch")
+        return processing.Batch(events=state["batches"].pop(0) if state["batches"] else 0)
+
+    def doorbell(name, result=None):
+        def call(*args, **kwargs):
+            state["calls"].append(name)
+            return result() if callable(result) else result
+
+        return call
+
+    monkeypatch.setattr(processing, "events_process_isolating", take)
+    monkeypatch.setattr(processing, "inline_send", lambda *, batch, task_id="": {})
+    monkeypatch.setattr(publishing, "doorbell_hold", doorbell("hold"))
+    monkeypatch.setattr(publishing, "doorbell_wait", doorbell("wait", False))
+    monkeypatch.setattr(publishing, "doorbell_release", doorbell("release"))
+    monkeypatch.setattr(publishing, "doorbell_take", doorbell("take", lambda: state["taken"].pop(0)))
+    return state
+
+
+def test_a_drain_that_finds_events_after_letting_go_stops_if_a_new_drain_was_rung(scripted):
+    scripted["batches"] = [1, 0, 1]  # one batch, none (linger, let go), then one more found on the last look
+    scripted["taken"] = [False]  # an emitter rang the doorbell meanwhile
+
+    counts = drain.events_drain_run()
+
+    assert counts["batches"] == 2
+    assert scripted["calls"][-3:] == ["release", "batch", "take"]  # stopped: the new drain takes the rest
+
+
+def test_a_drain_that_takes_the_doorbell_back_goes_on(scripted):
+    scripted["batches"] = [0, 1, 0, 0]  # none, let go, one found, then none and none: it ends
+    scripted["taken"] = [True]
+
+    counts = drain.events_drain_run()
+
+    assert counts["batches"] == 1
+    assert scripted["calls"].count("release") == 2
+    assert scripted["calls"][-2:] == ["release", "batch"]
