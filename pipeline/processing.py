@@ -533,20 +533,16 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
         for m, r in zip(messages, results, strict=False):
             if r.outcome is Outcome.SKIPPED:
                 skipped[r.reason[:255]].append(m.delivery_id)
+        outcomes: list[tuple[list[Any], dict[str, Any]]] = [(sent, {"status": Delivery.Status.SENT, "sent_at": now})]
+        # Skipped: nearly always one reason ("no open socket"), so one UPDATE.
+        outcomes += [(ids, {"status": Delivery.Status.SKIPPED, "reason": reason}) for reason, ids in skipped.items()]
         with transaction.atomic():
             _commit_without_flush()
-            rows_update(
-                Delivery,
-                pks=sent,
-                values={"status": Delivery.Status.SENT, "sent_at": now, "updated_at": now},
-                add_one=("attempts",),
-                where={"status": Delivery.Status.QUEUED},
-            )
-            for reason, ids in skipped.items():  # nearly always one reason ("no open socket"): one UPDATE
+            for ids, values in outcomes:
                 rows_update(
                     Delivery,
                     pks=ids,
-                    values={"status": Delivery.Status.SKIPPED, "reason": reason, "updated_at": now},
+                    values={**values, "updated_at": now},
                     add_one=("attempts",),
                     where={"status": Delivery.Status.QUEUED},
                 )
