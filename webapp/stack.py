@@ -232,7 +232,9 @@ class Stack:
         """
         from worker import app
 
-        replies = app.control.inspect(timeout=2.0).stats() or {}
+        # limit=1: return at the first reply, not after the whole time-out (2 s, in which a fast pipeline
+        # finishes what the drill meant to interrupt); the stack runs one worker.
+        replies = app.control.inspect(timeout=2.0, limit=1).stats() or {}
         if len(replies) != 1:
             raise StackError(f"expected one worker to answer, got {sorted(replies)}")
         pid = int(next(iter(replies.values()))["pid"])
