@@ -1,5 +1,7 @@
-"""SQL for the hot path, built once: multi-row ``INSERT ... RETURNING`` (:func:`rows_insert`) and
-``SELECT``s compiled by the ORM once per shape (:func:`select_in`).
+"""SQL for the hot path, built once: multi-row ``INSERT ... RETURNING`` (:func:`rows_insert`),
+``UPDATE``s by primary key (:func:`rows_update`) and ``SELECT``s compiled by the ORM once per shape
+(:func:`select_in`). On PostgreSQL the first two bind their parameters on the server
+(:func:`_bound_cursor`).
 
 ``QuerySet.bulk_create()`` compiles every field of every object: for the
 notifications and deliveries of one event to 10,000 recipients it spent about
@@ -85,8 +87,9 @@ def rows_insert(
     caller's transaction, one statement per as many rows as the database's
     bound-parameter limit allows. Raises ``TypeError`` for a column the model
     does not have, or a primary key that is neither given nor automatic (a
-    default is called once per call, not once per row); ``django.db.IntegrityError`` as the database does (a
-    required field left out is ``NULL``).
+    default is called once per call, not once per row);
+    ``django.db.IntegrityError`` as the database does (a required field left
+    out is ``NULL``).
     """
     connection = connections[using]
     meta = model._meta
