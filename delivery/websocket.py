@@ -19,10 +19,13 @@ counts itself before it reads its ``hello`` from the database, and the
 pipeline reads the counts after its commit. A count outlives an ASGI process
 that is killed (SIGKILL): its users then cost a ``group_send`` to an empty
 group, as before presence, until they connect and leave again.
-All sends of a batch run concurrently on one event loop, which each thread
-keeps (:func:`run`): ``async_to_sync`` would start a new loop per call, and
+All sends of a batch run on one event loop, which each thread keeps
+(:func:`run`): ``async_to_sync`` would start a new loop per call, and
 channels_redis keeps its Redis connections per loop, so each call would open
-new connections (one per push, as django-notifs' pushes do).
+new connections (one per push, as django-notifs' pushes do). They run
+concurrently across recipients, and one after the other, in cursor order,
+for each recipient, so a socket receives its user's pushes of one batch in
+cursor order.
 """
 
 from __future__ import annotations
@@ -179,7 +182,20 @@ class WebSocketMethod(DeliveryMethod):
                 return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
             return DeliveryResult.sent()
 
-        return list(await asyncio.gather(*(one(m) for m in batch)))
+        # Different recipients' pushes run concurrently; one recipient's run one after the other, in cursor
+        # order, so that each of their sockets receives them in that order (the channel layer keeps the order
+        # of sends to one channel).
+        results: list[DeliveryResult] = [DeliveryResult.sent()] * len(batch)
+        by_recipient: dict[int, list[int]] = {}
+        for index, message in enumerate(batch):
+            by_recipient.setdefault(message.recipient.id, []).append(index)
+
+        async def in_order(indexes: list[int]) -> None:
+            for index in sorted(indexes, key=lambda i: (batch[i].cursor is None, batch[i].cursor or 0, i)):
+                results[index] = await one(batch[index])
+
+        await asyncio.gather(*(in_order(indexes) for indexes in by_recipient.values()))
+        return results
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
         """``group_send`` each message to its recipient's group, concurrently. Presence is not read here: the
