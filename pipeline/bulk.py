@@ -39,7 +39,7 @@ _AS_IS = {
     "SmallIntegerField",
     "TextField",
 }
-_SQL: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int, bool, bool], str] = {}
+_SQL: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int, bool, bool, str], str] = {}
 
 
 def _max_params(connection: Any) -> int:
@@ -146,13 +146,9 @@ def rows_insert(
         if when is not None:
             if len(rows) != 1:
                 raise TypeError("rows_insert(when=...) inserts one row")
-            quote = connection.ops.quote_name
             condition, condition_params = when
-            sql = (
-                f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(by_attname[n].column) for n in names)}) "
-                f"SELECT {', '.join(['%s'] * len(names))} WHERE {condition} "
-                f"RETURNING {', '.join(quote(by_attname[n].column) for n in returned)}"
-            )
+            table, returns = meta.db_table, tuple(returned)
+            sql = _statement(connection, table, names, returns, 1, by_attname, False, condition=condition)
             cursor.execute(sql, [*prepared(rows[0]), *condition_params])
             return [tuple(r) for r in cursor.fetchall()]
     with _bound_cursor(connection) as (cursor, native):
@@ -198,19 +194,24 @@ def _statement(
     fields: dict[str, Any],
     ignore_conflicts: bool,
     native: bool = False,
+    condition: str = "",
 ) -> str:
-    key = (connection.alias, table, names, returned, count, ignore_conflicts, native)
+    """The ``INSERT`` of ``count`` rows (``VALUES``), or of one row under ``condition`` (``SELECT ... WHERE``)."""
+    key = (connection.alias, table, names, returned, count, ignore_conflicts, native, condition)
     sql = _SQL.get(key)
     if sql is None:
         quote = connection.ops.quote_name
-        if native:  # $1, $2, ... numbered across the rows
+        if condition:
+            source = f"SELECT {', '.join(['%s'] * len(names))} WHERE {condition} "
+        elif native:  # $1, $2, ... numbered across the rows
             width = len(names)
             rows = ", ".join("(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(count))
+            source = f"VALUES {rows} "
         else:
-            rows = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * count)
+            source = f"VALUES {', '.join(['(' + ', '.join(['%s'] * len(names)) + ')'] * count)} "
         sql = (
-            f"INSERT INTO {quote(table)} ({', '.join(quote(fields[n].column) for n in names)}) "  # noqa: S608
-            f"VALUES {rows} {'ON CONFLICT DO NOTHING ' if ignore_conflicts else ''}"
+            f"INSERT INTO {quote(table)} ({', '.join(quote(fields[n].column) for n in names)}) "
+            f"{source}{'ON CONFLICT DO NOTHING ' if ignore_conflicts else ''}"
             f"RETURNING {', '.join(quote(fields[n].column) for n in returned)}"
         )
         if len(_SQL) > 256:  # row counts vary: keep the cache bounded
