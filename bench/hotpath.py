@@ -49,7 +49,10 @@ d. **latency at half load**: emits paced at half of b's rate for
 e. **emit cost**: ``--emit-samples`` calls of ``emit_event()`` in this
    process with the worker running and idle (each waits for its push and
    email) against as many bare ``bench.noop.apply_async()`` calls (each
-   waits for its completion), interleaved: p50/p99/max in ms.
+   waits for its completion), interleaved: p50/p99/max in ms. A third
+   series is the database's floor: a one-row ``INSERT`` of an event-sized
+   text, autocommit (on PostgreSQL its commit waits for the WAL flush), into
+   a table with only a primary key, made for the phase and dropped after.
 
 It prints a table (notiflow, baseline, ratio) and writes every figure as
 JSON to ``--out`` (default ``var/bench/hotpath-<db>.json``), also when a
@@ -105,6 +108,8 @@ BENCH_SECRETS = {"DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-use", "NOTI
 EVENT_TYPE = "critique.created"
 #: Cursors of the fake pushes (phase c's baseline): far above any real notification's.
 FAKE_CURSOR_BASE = 10**15
+#: The bench's own table for the emit-cost floor (phase e), created and dropped by it.
+FLOOR_TABLE = "notiflow_bench_floor"
 #: Seconds to wait for one sample (a push, an email, a no-op completion) before counting it lost.
 SAMPLE_TIMEOUT = 10.0
 #: Seconds to wait for pushes still missing once every delivery is recorded sent.
@@ -826,12 +831,24 @@ class HotPath:
 
     def phase_emit_cost(self) -> None:
         """e. emit_event() vs a bare apply_async() of bench.noop, in this process, the worker running and idle."""
+        from django.db import connection
+
         from bench.noop import noop
 
         k = self.args.emit_samples
-        print(f"e. emit cost: {k} emit_event() and {k} bench.noop.apply_async(), worker idle ...", flush=True)
+        print(
+            f"e. emit cost: {k} emit_event(), {k} bench.noop.apply_async() and {k} one-row INSERTs, worker idle ...",
+            flush=True,
+        )
         emitted = Emitted()
         publish_s: list[float] = []
+        insert_s: list[float] = []
+        # The database's floor: one durable one-row INSERT (autocommit, its commit waits for the disk) into a
+        # table with a primary key only, the size of an event's data; dropped after the phase.
+        serial = "BIGSERIAL" if connection.vendor == "postgresql" else "INTEGER"
+        floor_row = json.dumps({"artwork_id": 1, "artwork_title": "hotpath e-0", "excerpt": "x" * 60})
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE {FLOOR_TABLE} (id {serial} PRIMARY KEY, data TEXT NOT NULL)")
         self.noop_log.read_new()
         for _ in range(k):
             time.sleep(random.uniform(0.005, 0.015))
@@ -840,13 +857,21 @@ class HotPath:
             publish_s.append(time.perf_counter() - began)
             self.noop_log.wait(1, stall=SAMPLE_TIMEOUT, what="emit cost (no-op)", interval=0.001)
             time.sleep(random.uniform(0.005, 0.015))
+            began = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(f"INSERT INTO {FLOOR_TABLE} (data) VALUES (%s)", [floor_row])
+            insert_s.append(time.perf_counter() - began)
+            time.sleep(random.uniform(0.005, 0.015))
             event_id = self.emit("e", emitted)
             # Wait until the pipeline is done with it, so the next call finds the worker idle.
             self.rec.wait(event_id, timeout=SAMPLE_TIMEOUT)
             self.mailbox.wait(emitted.tags[-1], timeout=SAMPLE_TIMEOUT)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE {FLOOR_TABLE}")
         result = {
             "emit_event": ms_summary(emitted.cost),
             "noop_apply_async": ms_summary(publish_s),
+            "one_row_insert": ms_summary(insert_s),
             **self.tally(emitted),
         }
         self.results["emit_cost"] = result
@@ -909,6 +934,13 @@ class HotPath:
                     cost["noop_apply_async"][f"{q}_ms"],
                     digits=2,
                 )
+                if "one_row_insert" in cost:
+                    add(
+                        f"emit cost {q} (ms): emit_event() ÷ one durable one-row INSERT",
+                        cost["emit_event"][f"{q}_ms"],
+                        cost["one_row_insert"][f"{q}_ms"],
+                        digits=2,
+                    )
         for name, key in (("sustained", "sustained"), ("pre-filled", "prefilled"), ("half load", "latency_half_load")):
             x = r.get(key)
             if x:

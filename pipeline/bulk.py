@@ -142,16 +142,15 @@ def rows_insert(
     returned = [meta.pk.attname if name == "pk" else name for name in returning]
     per_statement = max(1, _max_params(connection) // len(names))
     result: list[tuple[Any, ...]] = []
-    with connection.cursor() as cursor:
+    with _bound_cursor(connection) as (cursor, native):
         if when is not None:
             if len(rows) != 1:
                 raise TypeError("rows_insert(when=...) inserts one row")
             condition, condition_params = when
             table, returns = meta.db_table, tuple(returned)
-            sql = _statement(connection, table, names, returns, 1, by_attname, False, condition=condition)
+            sql = _statement(connection, table, names, returns, 1, by_attname, False, native, condition=condition)
             cursor.execute(sql, [*prepared(rows[0]), *condition_params])
             return [tuple(r) for r in cursor.fetchall()]
-    with _bound_cursor(connection) as (cursor, native):
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             sql = _statement(
@@ -214,6 +213,8 @@ def _statement(
             f"{source}{'ON CONFLICT DO NOTHING ' if ignore_conflicts else ''}"
             f"RETURNING {', '.join(quote(fields[n].column) for n in returned)}"
         )
+        if condition and native:
+            sql = _numbered(sql)
         if len(_SQL) > 256:  # row counts vary: keep the cache bounded
             _SQL.clear()
         _SQL[key] = sql
@@ -321,6 +322,10 @@ def rows_update(
 
 
 def _numbered(sql: str) -> str:
-    """``sql`` with its ``%s`` placeholders as PostgreSQL's ``$1, $2, …`` (the SQL is ours: no other ``%``)."""
+    """``sql`` with its ``%s`` placeholders as PostgreSQL's ``$1, $2, …``, and ``%%`` as ``%`` (the escaping of
+    Django's SQL, whose placeholders are ``%s``)."""
     counter = iter(range(1, sql.count("%s") + 1))
-    return re.sub("%s", lambda _: f"${next(counter)}", sql)
+    return _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else f"${next(counter)}", sql)
+
+
+_PLACEHOLDER = re.compile("%[s%]")

@@ -115,6 +115,23 @@ def test_rows_insert_leaves_out_conflicting_rows_only_when_asked(users):
         rows_insert(Inbox, columns=("user_id",), rows=[(bob,)])
 
 
+def test_rows_insert_when_inserts_only_if_its_condition_holds(users):
+    bob, carol, dave = users["bob"].pk, users["carol"].pk, users["dave"].pk
+    returning = ("user_id",)
+
+    # The condition's parameters follow the row's; an escaped percent sign is a literal one.
+    refused = rows_insert(Inbox, columns=("user_id",), rows=[(bob,)], returning=returning, when=("%s = %s", [1, 2]))
+    taken = rows_insert(Inbox, columns=("user_id",), rows=[(carol,)], returning=returning, when=("%s = %s", [3, 3]))
+    percent = rows_insert(
+        Inbox, columns=("user_id",), rows=[(dave,)], returning=returning, when=("%s = '50%%'", ["50%"])
+    )
+
+    assert (refused, taken, percent) == ([], [(carol,)], [(dave,)])
+    assert set(Inbox.objects.values_list("user_id", flat=True)) == {carol, dave}
+    with pytest.raises(TypeError, match="one row"):
+        rows_insert(Inbox, columns=("user_id",), rows=[(bob,), (dave,)], when=("1 = 1", []))
+
+
 def test_rows_insert_rejects_a_column_the_model_does_not_have():
     with pytest.raises(TypeError, match="recipient"):
         rows_insert(Notification, columns=("recipient",), rows=[(1,)])
