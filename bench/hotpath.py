@@ -404,12 +404,17 @@ class HotPath:
 
         noop_dir = self.var_dir / "noop"
         peer = getattr(self.args, "peer_settings", False)  # bench.soak reuses this set-up without the option
+        drop_every = getattr(self.args, "drop_pushes", 0)
+        gap_wait = getattr(self.args, "gap_wait", None)
+        settings_module = "bench.lossy_settings" if drop_every else SETTINGS_MODULE
         self.stack = stack = Stack(
             var_dir=self.var_dir,
             processes=("redis", "smtp", "web", "worker", "beat"),
-            settings_module=SETTINGS_MODULE,
+            settings_module=settings_module,
             extra_env={
-                "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+                "DJANGO_SETTINGS_MODULE": settings_module,
+                **({"NOTIFLOW_BENCH_DROP_EVERY": str(drop_every)} if drop_every else {}),
+                **({"NOTIFLOW_WS_GAP_WAIT": str(gap_wait)} if gap_wait is not None else {}),
                 **BENCH_SECRETS,
                 "WORKER_OPTIONS": "--include=bench.noop"
                 + (" --loglevel=WARNING" if getattr(self.args, "peer_settings", False) else ""),
@@ -471,7 +476,9 @@ class HotPath:
             "commit": commit,
             "database": _database_version(),
             "database_connect": ms_summary(connect),
-            "settings": SETTINGS_MODULE,
+            "settings": "bench.lossy_settings" if getattr(self.args, "drop_pushes", 0) else SETTINGS_MODULE,
+            "drop_pushes": getattr(self.args, "drop_pushes", 0),
+            "gap_wait": getattr(self.args, "gap_wait", None),
             # The worker settings the peer benchmark (django-notifs) uses: task events off, WARNING logs.
             "worker": "peer settings: no task events, WARNING"
             if getattr(self.args, "peer_settings", False)
@@ -1032,6 +1039,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run the worker (for notiflow and its baseline alike) as the peer benchmark runs django-notifs': "
         "task events off, log level WARNING",
+    )
+    parser.add_argument(
+        "--drop-pushes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lose every N-th WebSocket push on purpose (bench.lossy: reported sent, never sent), so the relay "
+        "fills the gaps from the database; 0: none (default)",
+    )
+    parser.add_argument(
+        "--gap-wait",
+        type=float,
+        default=None,
+        help="NOTIFLOW['WEBSOCKET']['GAP_WAIT'] of the relay, seconds (default: the setting's, 1.0)",
     )
     args = parser.parse_args(argv)
     if args.out is None:

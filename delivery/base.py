@@ -50,6 +50,9 @@ class Message:
     #: The same on every attempt (``delivery-<id>``, ``digest-<window id>``): a resend after a
     #: crash carries the same key (the email ``Message-ID``), so receivers can deduplicate.
     key: str = ""
+    #: The notification's position in its recipient's push stream (1, 2, 3, ...), for a ``streamed`` method;
+    #: ``None`` for others and for digests.
+    push_seq: int | None = None
 
 
 class Outcome(enum.StrEnum):
@@ -98,6 +101,10 @@ class DeliveryMethod:
     #: the notifications sends it right after the commit, with no task of its own (the WebSocket push). Otherwise
     #: the deliveries are queued on the method's own queue, so a slow provider never holds up the pipeline.
     send_inline: ClassVar[bool] = False
+    #: True when its sends make up the per-recipient push stream that sockets receive in order (the WebSocket
+    #: push): the pipeline numbers each recipient's notifications it will send (``Message.push_seq``), so the
+    #: relay can tell a push that is late or lost from one that was never meant for the socket.
+    streamed: ClassVar[bool] = False
 
     def __init__(self, *, alias: str, options: Mapping[str, Any] | None = None) -> None:
         self.alias = alias

@@ -150,6 +150,7 @@ class WebSocketMethod(DeliveryMethod):
 
     key = "websocket"
     send_inline = True
+    streamed = True
     unreachable_reason = NO_SOCKET
 
     def reachable(self, recipient_ids: Sequence[int]) -> set[int] | None:
@@ -176,7 +177,7 @@ class WebSocketMethod(DeliveryMethod):
                 async with in_flight:
                     await layer.group_send(
                         user_group(message.recipient.id),
-                        {"type": "notify.push", "notification": dict(message.payload)},
+                        {"type": "notify.push", "notification": dict(message.payload), "seq": message.push_seq},
                     )
             except (TimeoutError, RedisError, OSError) as exc:
                 return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")

@@ -76,6 +76,11 @@ Keys (defaults in :data:`DEFAULTS`):
     - ``TICKET_TTL``: seconds a one-time ticket (``POST /api/ws-ticket/``)
       stays valid; 30, time enough to open a socket and too short to matter
       in an access log (it is single-use anyway).
+    - ``GAP_WAIT``: seconds a socket holds a push whose predecessor in the
+      user's push stream has not come (a push lost, or late from another
+      worker) before it reads the missing ones from the database and sends
+      them, in order; also how long after its last push a socket checks that
+      no push after it was lost. 1.0 by default.
 ``RETRY``
     ``{"BACKOFF_BASE": seconds, "BACKOFF_CAP": seconds, "MAX_ATTEMPTS": int}``,
     the default retry policy of every delivery method (an entry in
@@ -157,6 +162,7 @@ DEFAULTS: dict[str, Any] = {
         "BURST": 50,
         "RESUME_LIMIT": 500,
         "TICKET_TTL": 30,
+        "GAP_WAIT": 1.0,
     },
     "OUTBOX_RELAY_AFTER": 30,
     "IDEMPOTENCY_WINDOW": 24 * 3600,

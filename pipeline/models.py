@@ -59,16 +59,18 @@ class Event(models.Model):
 
 
 class Inbox(models.Model):
-    """Per-recipient cursor counter.
+    """Per-recipient counters: cursors, and positions in the recipient's push stream.
 
-    Persisting notifications locks the recipient's row (``SELECT ... FOR
-    UPDATE``), so cursors are handed out and committed in order for each
+    Persisting notifications locks the recipient's row (an ``UPDATE`` of
+    both counters), so cursors are handed out and committed in order for each
     recipient: a client resuming "after cursor N" can never skip a row that
-    commits later with a smaller cursor.
+    commits later with a smaller cursor. ``last_push_seq`` counts the
+    notifications pushed to sockets (see :attr:`Notification.push_seq`).
     """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE)
     last_cursor = models.BigIntegerField(default=0)
+    last_push_seq = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "inboxes"
@@ -94,6 +96,13 @@ class Notification(models.Model):
     body = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
     cursor = models.BigIntegerField(help_text="Per-recipient position, 1, 2, 3, ... in commit order.")
+    push_seq = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Per-recipient position among the notifications pushed to sockets, 1, 2, 3, ... in cursor order; "
+        "empty for one no socket is sent (no streamed delivery method, or the recipient's preference is off).",
+    )
+    occurred_at = models.DateTimeField(help_text="When its event happened (the event's occurred_at).")
     state = models.CharField(max_length=10, choices=State.choices, default=State.UNSEEN)
     created_at = models.DateTimeField(auto_now_add=True)
     seen_at = models.DateTimeField(null=True, blank=True)

@@ -50,7 +50,7 @@ from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
-from pipeline.preferences import preferences_load, preferences_resolve
+from pipeline.preferences import Decision, preferences_load, preferences_resolve
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
 
 logger = logging.getLogger(__name__)
@@ -235,20 +235,31 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
             else ()
         )
         kept = [(plan, [r for r in rendered if (plan.event.pk, r[0]) not in stored]) for plan, rendered in renders]
-        gained: dict[int, int] = defaultdict(int)
-        for _, rendered in kept:
+        decisions = {
+            id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
+            for plan in plans
+        }
+        gained: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # {uid: [notifications, of them streamed]}
+        for plan, rendered in kept:
             for uid, _, _ in rendered:
-                gained[uid] += 1
-        # Each recipient's next cursors, handed out in emit order: the last one is what the inbox now holds.
-        cursor_after = _cursors_take(gained)
-        next_cursor = {uid: cursor_after[uid] - count for uid, count in gained.items()}
+                gained[uid][0] += 1
+                gained[uid][1] += _streamed(decisions[id(plan)][uid])
+        # Each recipient's next cursors and push stream positions, handed out in emit order: the last ones are
+        # what the inbox now holds.
+        after = _positions_take({uid: (count, pushed) for uid, (count, pushed) in gained.items()})
+        next_cursor = {uid: after[uid][0] - count for uid, (count, _) in gained.items()}
+        next_seq = {uid: after[uid][1] - pushed for uid, (_, pushed) in gained.items()}
         rows: list[tuple[Any, ...]] = []
         plan_of: list[_Planned] = []
         for plan, rendered in kept:
+            event, spec = plan.event, plan.spec
             for uid, title, body in rendered:
                 next_cursor[uid] += 1
-                event, spec = plan.event, plan.spec
-                rows.append((event.pk, uid, spec.name, spec.category, title, body, event.data, next_cursor[uid]))
+                seq = None
+                if _streamed(decisions[id(plan)][uid]):
+                    seq = next_seq[uid] = next_seq[uid] + 1
+                row = (event.pk, uid, spec.name, spec.category, title, body, event.data, next_cursor[uid], seq)
+                rows.append((*row, event.occurred_at))
                 plan_of.append(plan)
         # (recipient, cursor) is unique: it maps each returned id to its row, whatever order RETURNING keeps.
         notification_ids = {
@@ -262,10 +273,6 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
             )
         }
 
-        decisions = {
-            id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
-            for plan in plans
-        }
         notifications: list[_Stored] = []
         delivery_rows: list[tuple[Any, ...]] = []
         for row, plan in zip(rows, plan_of, strict=True):
@@ -321,41 +328,62 @@ _PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}
 _IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
 
 
-def _cursors_take(gained: dict[int, int]) -> dict[int, int]:
-    """Advance each recipient's inbox by ``gained[user_id]`` notifications; return each one's new last cursor.
+def _streamed(decisions: dict[str, Decision]) -> bool:
+    """Whether a recipient's notification goes to their sockets: a ``streamed`` method (the WebSocket push) is to
+    send it now (not skipped by a preference, not digested)."""
+    return any(d.action == "now" and methods.get(method).streamed for method, d in decisions.items())
 
-    One ``UPDATE ... SET last_cursor = last_cursor + k ... RETURNING`` per
-    distinct ``k`` (nearly always one: a recipient gets one notification per
-    event): it locks the rows and reads the new values in one statement
-    (SQLite 3.35+, PostgreSQL). Inboxes that do not exist yet are created,
-    then advanced. Runs inside the batch's transaction.
+
+def _positions_take(gained: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """Advance each recipient's inbox by ``gained[user_id] = (notifications, of them streamed)``; return each
+    one's new ``(last_cursor, last_push_seq)``.
+
+    One ``UPDATE ... SET last_cursor = last_cursor + k, last_push_seq =
+    last_push_seq + j ... RETURNING`` per distinct ``(k, j)`` (nearly always
+    one: a recipient gets one notification per event): it locks the rows and
+    reads the new values in one statement (SQLite 3.35+, PostgreSQL).
+    Inboxes that do not exist yet are created, then advanced. Runs inside the
+    batch's transaction.
     """
     table = connection.ops.quote_name(Inbox._meta.db_table)
     user_column = connection.ops.quote_name(Inbox._meta.get_field("user").column)
     cursor_column = connection.ops.quote_name(Inbox._meta.get_field("last_cursor").column)
-    by_count: dict[int, list[int]] = defaultdict(list)
-    for uid, count in gained.items():
-        by_count[count].append(uid)
-    found: dict[int, int] = {}
+    seq_column = connection.ops.quote_name(Inbox._meta.get_field("last_push_seq").column)
+    by_count: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for uid, counts in gained.items():
+        by_count[counts].append(uid)
+    found: dict[int, tuple[int, int]] = {}
     with connection.cursor() as cursor:
-        for count, uids in by_count.items():
+        for (count, pushed), uids in by_count.items():
             for start in range(0, len(uids), _IN_LIST):
                 part = uids[start : start + _IN_LIST]
                 marks = ", ".join(["%s"] * len(part))
                 cursor.execute(
-                    f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s "  # noqa: S608 - names from _meta
-                    f"WHERE {user_column} IN ({marks}) RETURNING {user_column}, {cursor_column}",
-                    [count, *part],
+                    f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s, "  # noqa: S608 - names from _meta
+                    f"{seq_column} = {seq_column} + %s "
+                    f"WHERE {user_column} IN ({marks}) RETURNING {user_column}, {cursor_column}, {seq_column}",
+                    [count, pushed, *part],
                 )
-                found.update((int(uid), int(last)) for uid, last in cursor.fetchall())
-    missing = {uid: count for uid, count in gained.items() if uid not in found}
+                found.update((int(uid), (int(last), int(seq))) for uid, last, seq in cursor.fetchall())
+    missing = {uid: counts for uid, counts in gained.items() if uid not in found}
     if missing:
         rows_insert(Inbox, columns=("user_id",), rows=[(uid,) for uid in missing], ignore_conflicts=True)
-        found.update(_cursors_take(missing))
+        found.update(_positions_take(missing))
     return found
 
 
-_NOTIFICATION_COLUMNS = ("event_id", "recipient_id", "event_type", "category", "title", "body", "data", "cursor")
+_NOTIFICATION_COLUMNS = (
+    "event_id",
+    "recipient_id",
+    "event_type",
+    "category",
+    "title",
+    "body",
+    "data",
+    "cursor",
+    "push_seq",
+    "occurred_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +396,7 @@ class _Stored:
 
     def instance(self, created_at: Any) -> Notification:
         """The model instance, built only when a message needs it (a push to a connected recipient)."""
-        _, uid, event_type, category, title, body, data, cursor = self.row
+        _, uid, event_type, category, title, body, data, cursor, push_seq, occurred_at = self.row
         return Notification(
             id=self.pk,
             event=self.plan.event,
@@ -379,6 +407,8 @@ class _Stored:
             body=body,
             data=data,
             cursor=cursor,
+            push_seq=push_seq,
+            occurred_at=occurred_at,
             created_at=created_at,
         )
 

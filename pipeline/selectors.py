@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
@@ -34,6 +35,7 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
         "body": notification.body,
         "data": notification.data,
         "state": notification.state,
+        "occurred_at": notification.occurred_at.isoformat(),
         "created_at": notification.created_at.isoformat(),
     }
 
@@ -48,11 +50,40 @@ def notifications_recent_unread(*, user_id: int, limit: int, up_to: int | None =
 
 def inbox_cursor(*, user_id: int) -> int:
     """The cursor of ``user_id``'s newest notification (0 when there is none)."""
-    return int(Inbox.objects.filter(user_id=user_id).values_list("last_cursor", flat=True).first() or 0)
+    return inbox_position(user_id=user_id)[0]
 
 
-def notifications_after(*, user_id: int, cursor: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """``user_id``'s notifications with a cursor above ``cursor``, oldest first, as payloads; and whether that is all.
+def inbox_position(*, user_id: int) -> tuple[int, int]:
+    """``(last_cursor, last_push_seq)`` of ``user_id``: the newest notification's cursor and how many were pushed
+    to sockets (``(0, 0)`` when there is none). Both advance in one statement, so they always agree."""
+    row = Inbox.objects.filter(user_id=user_id).values_list("last_cursor", "last_push_seq").first()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def inboxes_push_seq(*, user_ids: Sequence[int]) -> dict[int, int]:
+    """``{user_id: last_push_seq}`` of those of ``user_ids`` that have an inbox (one query)."""
+    rows = Inbox.objects.filter(user_id__in=list(user_ids)).values_list("user_id", "last_push_seq")
+    return {int(uid): int(seq) for uid, seq in rows}
+
+
+def notifications_streamed_after(
+    *, user_id: int, cursor: int, limit: int
+) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """``user_id``'s notifications pushed to sockets (``push_seq`` set) with a cursor above ``cursor``, oldest
+    first, as ``(push_seq, payload)``; and whether that is all (``False`` when more than ``limit``)."""
+    rows = list(
+        Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor, push_seq__isnull=False).order_by("cursor")[
+            : limit + 1
+        ]
+    )
+    return [(int(n.push_seq or 0), notification_payload(n)) for n in rows[:limit]], len(rows) <= limit
+
+
+def notifications_after(
+    *, user_id: int, cursor: int, limit: int, up_to: int | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """``user_id``'s notifications with a cursor above ``cursor`` (and at most ``up_to``, if given), oldest first,
+    as payloads; and whether that is all.
 
     Returns ``(payloads, complete)``: at most ``limit`` payloads, and
     ``complete`` false when more than ``limit`` were missed (the client must
@@ -61,5 +92,8 @@ def notifications_after(*, user_id: int, cursor: int, limit: int) -> tuple[list[
     inserts the notification: a cursor is visible only once every lower one
     is, so "above ``cursor``" never skips one that commits late.
     """
-    rows = list(Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor).order_by("cursor")[: limit + 1])
-    return [notification_payload(n) for n in rows[:limit]], len(rows) <= limit
+    rows = Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor)
+    if up_to is not None:
+        rows = rows.filter(cursor__lte=up_to)
+    found = list(rows.order_by("cursor")[: limit + 1])
+    return [notification_payload(n) for n in found[:limit]], len(found) <= limit

@@ -112,6 +112,7 @@ def message_build(*, delivery_id: int, notification: Notification, recipient: An
         cursor=notification.cursor,
         payload=notification_payload(notification),
         key=f"delivery-{delivery_id}",
+        push_seq=notification.push_seq,
     )
 
 

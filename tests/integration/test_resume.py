@@ -57,6 +57,7 @@ def late_commit(user, *, reserved_id, text):
             title="late",
             body=text,
             cursor=inbox.last_cursor,
+            occurred_at=now,
         )
 
 
@@ -78,7 +79,13 @@ def test_a_reconnecting_client_gets_everything_it_missed_once_in_order_even_when
     # While bob is away: an id is taken first (a placeholder row of carol's), then 12 events
     # go through the pipeline (concurrent chains), then the early id commits last.
     reserved = Notification.objects.create(
-        event=before.event, recipient=carol, event_type="x", category="x", title="", cursor=1
+        event=before.event,
+        recipient=carol,
+        event_type="x",
+        category="x",
+        title="",
+        cursor=1,
+        occurred_at=timezone.now(),
     ).pk
     Notification.objects.filter(pk=reserved).delete()
     announce(bob, *(f"away {n}" for n in range(12)))

@@ -39,14 +39,17 @@ from django.db import connection
 from delivery.websocket import presence_join, presence_leave, user_group
 from pipeline.conf import notiflow_settings
 from pipeline.selectors import (
-    inbox_cursor,
+    inbox_position,
+    inboxes_push_seq,
     notifications_after,
     notifications_recent_unread,
+    notifications_streamed_after,
     notifications_unread_count,
 )
 from pipeline.services import notifications_mark
 from webapp.realtime.auth import SUBPROTOCOL
 from webapp.realtime.frames import FrameError, TokenBucket, frame_parse
+from webapp.realtime.stream import PushStream
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ CLOSE_RATE_LIMITED = 4429
 BROADCAST_GROUP = "all"
 #: Where a client that missed more than ``RESUME_LIMIT`` notifications refetches them.
 REFETCH_URL = "/api/notifications/"
-#: Cursors remembered per socket to drop a push sent twice (a redelivered task); oldest forgotten first.
-_REMEMBERED_CURSORS = 256
 
 
 def role_group(name: str) -> str:
@@ -141,43 +142,113 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
 
 
 @database_sync_to_async
-def _hello(user_id: int, resuming: bool) -> tuple[int, int, list[dict[str, Any]]]:
-    """``(unread_count, latest_cursor, recent)`` as of one cursor; ``recent`` is empty when the client resumes.
+def _hello(user_id: int, resuming: bool) -> tuple[int, tuple[int, int], list[dict[str, Any]]]:
+    """``(unread_count, (latest_cursor, latest_push_seq), recent)``; ``recent`` is empty when the client resumes.
 
-    The cursor is read first and bounds the other two, so a notification
+    The inbox is read first and bounds the other two, so a notification
     committed meanwhile is in neither and reaches the socket as a push.
     """
-    latest = inbox_cursor(user_id=user_id)
+    latest, seq = inbox_position(user_id=user_id)
     limit = notiflow_settings.RECENT_ON_CONNECT
     recent = [] if resuming else notifications_recent_unread(user_id=user_id, limit=limit, up_to=latest)
-    return notifications_unread_count(user_id=user_id, up_to=latest), latest, recent
+    return notifications_unread_count(user_id=user_id, up_to=latest), (latest, seq), recent
 
 
 @database_sync_to_async
-def _missed(user_id: int, cursor: int) -> tuple[list[dict[str, Any]], bool, int]:
-    """``(missed, complete, resume_point)``: the notifications above ``cursor`` (up to ``RESUME_LIMIT``), whether
-    that is all of them, and the cursor the client has everything up to once sent them (the latest when not)."""
+def _missed(user_id: int, cursor: int) -> tuple[list[dict[str, Any]], bool, tuple[int, int]]:
+    """``(missed, complete, (latest_cursor, latest_push_seq))``: the notifications above ``cursor`` up to the
+    inbox's latest (at most ``RESUME_LIMIT``), oldest first, and whether that is all of them (``False`` too for a
+    ``cursor`` above the latest: the client's state is not the server's)."""
     limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
-    missed, complete = notifications_after(user_id=user_id, cursor=cursor, limit=limit)
-    if complete:
-        return missed, True, max([cursor, *(n["cursor"] for n in missed)])
-    return missed, False, inbox_cursor(user_id=user_id)
+    latest, seq = inbox_position(user_id=user_id)
+    if cursor > latest:
+        return [], False, (latest, seq)
+    missed, complete = notifications_after(user_id=user_id, cursor=cursor, limit=limit, up_to=latest)
+    return missed, complete, (latest, seq)
+
+
+@database_sync_to_async
+def _streamed_after(user_id: int, cursor: int) -> tuple[list[tuple[int, dict[str, Any]]], bool, tuple[int, int]]:
+    """A gap fill: ``(rows, complete, position)``: the user's pushed notifications above ``cursor`` as ``(push_seq,
+    payload)``, oldest first (at most ``RESUME_LIMIT``), whether that is all, and the inbox's position."""
+    limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
+    position = inbox_position(user_id=user_id)
+    rows, complete = notifications_streamed_after(user_id=user_id, cursor=cursor, limit=limit)
+    return rows, complete, position
+
+
+_push_seqs = database_sync_to_async(lambda user_ids: inboxes_push_seq(user_ids=user_ids))
+
+
+class _QuietCheck:
+    """Sockets whose stream went quiet, checked together: one query reads their users' ``last_push_seq``, and
+    a socket behind it (its last push was lost, and nothing came after it to show the gap) fills from the
+    database. One per event loop (an ASGI process runs one)."""
+
+    #: Seconds to gather the sockets that went quiet together (an announcement's) into one query.
+    GATHER = 0.05
+
+    def __init__(self) -> None:
+        self.due: set[NotificationConsumer] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, consumer: NotificationConsumer) -> None:
+        self.due.add(consumer)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    def discard(self, consumer: NotificationConsumer) -> None:
+        self.due.discard(consumer)
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self.GATHER)
+        while self.due:
+            batch, self.due = self.due, set()
+            try:
+                latest = await _push_seqs(sorted({c.user_id for c in batch}))
+            except Exception:
+                logger.exception("checking %d quiet sockets for lost pushes failed", len(batch))
+                continue
+            for consumer in batch:
+                if not consumer.closing and latest.get(consumer.user_id, 0) > consumer.stream.seq:
+                    consumer.fill_soon()
+
+
+_quiet_checks: dict[asyncio.AbstractEventLoop, _QuietCheck] = {}
+
+
+def _quiet_check() -> _QuietCheck:
+    loop = asyncio.get_running_loop()
+    for known in [k for k in _quiet_checks if k.is_closed()]:
+        del _quiet_checks[known]
+    return _quiet_checks.setdefault(loop, _QuietCheck())
 
 
 _mark = database_sync_to_async(notifications_mark)
 
 
 class NotificationConsumer(JsonFrameConsumer):
-    """Relays one user's notifications; joins ``user.<id>``, ``role.<name>`` per role, and ``all``."""
+    """Relays one user's notifications; joins ``user.<id>``, ``role.<name>`` per role, and ``all``.
+
+    Pushes go out in the order of the user's push stream
+    (:mod:`webapp.realtime.stream`): one that comes before its predecessor
+    is held; ``GAP_WAIT`` seconds later the missing ones are read from the
+    database and sent first. ``GAP_WAIT`` seconds after the last push (and
+    on a ``ping``), a socket checks that no push after it was lost.
+    """
 
     accepts = ("ping", "mark_read", "mark_seen", "resume")
     groups_joined: list[str]
     user_id: int
+    stream: PushStream
     expiry: asyncio.Task[None] | None = None
     present = False  # counted in delivery.websocket's presence hash
+    timer: asyncio.TimerHandle | None = None
+    timer_for_gap = False
+    fill_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
-        self.groups_joined, self.floor, self.recent_cursors = [], 0, dict[int, None]()
+        self.groups_joined, self.stream, self.stream_lock = [], PushStream(), asyncio.Lock()
         offered = self.scope.get("subprotocols", [])
         await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         user = self.scope.get("user")
@@ -206,8 +277,9 @@ class NotificationConsumer(JsonFrameConsumer):
         await presence_join(self.user_id)
         self.present = True
         cursor, cursor_error = self._query_cursor()
-        unread, latest, recent = await _hello(self.user_id, cursor is not None)
-        self.floor = latest if cursor is None else 0
+        unread, (latest, seq), recent = await _hello(self.user_id, cursor is not None)
+        if cursor is None:  # the hello covers everything up to the inbox's position; a resume sets it itself
+            self.stream = PushStream(cursor=latest, seq=seq)
         await self.send_json(
             {"type": "hello", "user_id": self.user_id, "unread_count": unread, "cursor": latest, "recent": recent}
         )
@@ -231,8 +303,12 @@ class NotificationConsumer(JsonFrameConsumer):
         await self.close_with(CLOSE_UNAUTHENTICATED, "token_expired", "The token has expired; connect with a new one.")
 
     async def disconnect(self, code: int) -> None:
+        self.closing = True
         if self.expiry is not None:
             self.expiry.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+        _quiet_check().discard(self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.present:
@@ -241,15 +317,28 @@ class NotificationConsumer(JsonFrameConsumer):
 
     # -- client frames ------------------------------------------------------
     async def frame_resume(self, frame: dict[str, Any]) -> None:
-        """Send every notification above ``cursor``, oldest first, in one ``resumed`` frame."""
-        missed, complete, up_to = await _missed(self.user_id, frame["cursor"])
-        if complete:
-            await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": up_to})
-        else:
-            await self.send_json(
-                {"type": "resumed", "recovered": False, "notifications": [], "cursor": up_to, "refetch": REFETCH_URL}
-            )
-        self._delivered_up_to(up_to)
+        """Send every notification above ``cursor``, oldest first, in one ``resumed`` frame (``recovered: false``
+        and a ``refetch`` URL when there are more than ``RESUME_LIMIT``, or ``cursor`` is above the latest)."""
+        async with self.stream_lock:
+            missed, complete, (latest, seq) = await _missed(self.user_id, frame["cursor"])
+            if complete:
+                await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": latest})
+            else:
+                await self.send_json(
+                    {
+                        "type": "resumed",
+                        "recovered": False,
+                        "notifications": [],
+                        "cursor": latest,
+                        "refetch": REFETCH_URL,
+                    }
+                )
+            await self._send_notifications(self.stream.advance(cursor=latest, seq=seq))
+
+    async def frame_ping(self, frame: dict[str, Any]) -> None:
+        await super().frame_ping(frame)
+        if not self.stream.waiting:
+            _quiet_check().add(self)  # a push lost with nothing after it shows on the next ping
 
     async def frame_mark_read(self, frame: dict[str, Any]) -> None:
         await self._mark(frame["ids"], "read")
@@ -264,11 +353,65 @@ class NotificationConsumer(JsonFrameConsumer):
             # answer this socket alone, echoing what it asked for.
             await self.send_json({**change.frame(), "ids": ids, "all": ids is None})
 
-    # -- channel layer messages -----------------------------------------------
-    def _delivered_up_to(self, cursor: int) -> None:
-        self.floor = max(self.floor, cursor)
-        for known in [c for c in self.recent_cursors if c <= self.floor]:
-            del self.recent_cursors[known]
+    # -- the push stream ------------------------------------------------------
+    async def _send_notifications(self, notifications: list[dict[str, Any]]) -> None:
+        for notification in notifications:
+            await self.send_json({"type": "notification", "notification": notification})
+
+    def _arm(self) -> None:
+        """After a push: if pushes are held, make sure a gap fill is due ``GAP_WAIT`` seconds after the first was
+        held (later pushes do not postpone it); if none is, a quiet check ``GAP_WAIT`` seconds after this push."""
+        if self.stream.waiting and self.timer_for_gap and self.timer is not None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        wait = float(notiflow_settings.WEBSOCKET["GAP_WAIT"])
+        self.timer_for_gap = self.stream.waiting
+        self.timer = asyncio.get_running_loop().call_later(wait, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.closing:
+            return
+        if self.stream.waiting:
+            self.fill_soon()
+        else:
+            _quiet_check().add(self)
+
+    def fill_soon(self) -> None:
+        """Start :meth:`stream_fill` (unless one is running), keeping a reference to its task."""
+        if self.fill_task is None or self.fill_task.done():
+            self.fill_task = asyncio.ensure_future(self.stream_fill())
+
+    async def stream_fill(self) -> None:
+        """Send, in order, the user's pushed notifications this socket has not been sent, read from the
+        database (a gap, or a lost last push); then what it held. More than ``RESUME_LIMIT``: a ``resumed`` frame
+        with ``recovered: false`` and a ``refetch`` URL, as on a resume."""
+        async with self.stream_lock:
+            if self.closing:
+                return
+            try:
+                rows, complete, (latest, seq) = await _streamed_after(self.user_id, self.stream.cursor)
+            except Exception:
+                logger.exception("filling the push stream of user %s failed; trying again", self.user_id)
+                self._arm()
+                return
+            if not complete:
+                await self.send_json(
+                    {
+                        "type": "resumed",
+                        "recovered": False,
+                        "notifications": [],
+                        "cursor": latest,
+                        "refetch": REFETCH_URL,
+                    }
+                )
+                await self._send_notifications(self.stream.advance(cursor=latest, seq=seq))
+            for number, payload in rows:
+                await self._send_notifications(self.stream.offer(payload, number))
+            # Numbers still missing below a held push are not in the database (deleted): go on without them.
+            await self._send_notifications(self.stream.skip_gap())
+            self._arm()
 
     #: Channel-layer message types whose handlers never touch the database. Channels (4.2+) runs
     #: ``close_old_connections()`` in a worker thread before every handler, like a request's start; for a
@@ -283,16 +426,13 @@ class NotificationConsumer(JsonFrameConsumer):
         await super().dispatch(message)
 
     async def notify_push(self, message: dict[str, Any]) -> None:
-        """``notify.push``: relay one notification, unless this socket was sent it already."""
-        notification = message["notification"]
-        cursor = notification.get("cursor")
-        if isinstance(cursor, int):
-            if cursor <= self.floor or cursor in self.recent_cursors:
-                return
-            self.recent_cursors[cursor] = None
-            if len(self.recent_cursors) > _REMEMBERED_CURSORS:
-                del self.recent_cursors[next(iter(self.recent_cursors))]
-        await self.send_json({"type": "notification", "notification": notification})
+        """``notify.push``: relay one notification in stream order (:class:`PushStream`), unless this socket was
+        sent it already."""
+        seq = message.get("seq")
+        async with self.stream_lock:
+            await self._send_notifications(self.stream.offer(message["notification"], seq))
+            if isinstance(seq, int):
+                self._arm()
 
     async def notify_read_state(self, message: dict[str, Any]) -> None:
         """``notify.read_state``: the user's read state changed (any tab, device or the REST API)."""

@@ -180,6 +180,7 @@ NOTIFLOW: dict[str, Any] = {
     },
     "WEBSOCKET": {
         "ALLOWED_ORIGINS": env.list("NOTIFLOW_WS_ALLOWED_ORIGINS", default=None),
+        "GAP_WAIT": env.float("NOTIFLOW_WS_GAP_WAIT", default=1.0),
     },
 }
 

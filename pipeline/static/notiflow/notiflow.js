@@ -27,12 +27,16 @@
  * Units: every duration is in milliseconds. Cursors are the server's per-recipient
  * positions (1, 2, 3, ... in commit order, no gaps).
  *
- * Loss and duplicates. Pushes are at most once and may arrive out of cursor order
- * (two chains for one user run concurrently), so the cursor the client resumes from
- * is the highest one below which it has seen every notification: a push of cursor 7
- * before 6 leaves it at 5 until 6 arrives or the server vouches for it (`hello`,
- * `resumed`, a REST page). Whatever arrives twice (a push and a resume, two tabs'
- * REST refreshes) is dropped by id: "notification" fires once per id.
+ * Loss and duplicates. The server sends each socket its user's notifications in
+ * cursor order, once, and fills a lost push from its database (the README's "Order
+ * and gaps"), so resuming from the highest cursor seen is enough. As a second line of
+ * defence the client does not rely on it: the cursor it resumes from is the highest
+ * one below which it has seen every notification: a push of cursor 7 before 6 leaves
+ * it at 5 until 6 arrives or the server vouches for it (`hello`, `resumed`, a REST
+ * page). A cursor whose push the user's preferences turn off is never pushed, so it
+ * is vouched for by the next `resumed` (which sends it). Whatever arrives twice (a
+ * push and a resume, two tabs' REST refreshes) is dropped by id: "notification"
+ * fires once per id.
  *
  * Reconnects use "full jitter" backoff (Marc Brooker, "Exponential Backoff And
  * Jitter", AWS Architecture Blog, 2015): a wait of `random(0, min(cap, base * 2**n))`

@@ -28,7 +28,13 @@ def delivery(users):
         published_at=timezone.now(),
     )
     notification = Notification.objects.create(
-        event=event, recipient=users["bob"], event_type=event.event_type, category="critiques", title="t", cursor=1
+        event=event,
+        recipient=users["bob"],
+        event_type=event.event_type,
+        category="critiques",
+        title="t",
+        cursor=1,
+        occurred_at=event.occurred_at,
     )
     return Delivery.objects.create(notification=notification, method="email", next_attempt_at=timezone.now())
 

@@ -40,7 +40,13 @@ def event(users):
 @pytest.fixture
 def delivery(event, users):
     notification = Notification.objects.create(
-        event=event, recipient=users["bob"], event_type=event.event_type, category="critiques", title="t", cursor=1
+        event=event,
+        recipient=users["bob"],
+        event_type=event.event_type,
+        category="critiques",
+        title="t",
+        cursor=1,
+        occurred_at=event.occurred_at,
     )
     return Delivery.objects.create(
         notification=notification, method="email", next_attempt_at=timezone.now() - LONG_AGO, status="retrying"

@@ -38,6 +38,7 @@ def queued(users, count):
             category="critiques",
             title="t",
             cursor=n + 1,
+            occurred_at=event.occurred_at,
         )
         ids.append(
             Delivery.objects.create(notification=notification, method="scripted", next_attempt_at=timezone.now()).pk

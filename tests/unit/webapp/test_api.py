@@ -25,6 +25,7 @@ def notify(user, n):
                 category="announcements",
                 title=f"n{i}",
                 cursor=i,
+                occurred_at=event.occurred_at,
             )
         )
     return created
