@@ -67,16 +67,18 @@ def inboxes_push_seq(*, user_ids: Sequence[int]) -> dict[int, int]:
 
 
 def notifications_streamed_after(
-    *, user_id: int, cursor: int, limit: int
+    *, user_id: int, cursor: int, limit: int, below: int | None = None, numbers: Sequence[int] | None = None
 ) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
-    """``user_id``'s notifications pushed to sockets (``push_seq`` set) with a cursor above ``cursor``, oldest
-    first, as ``(push_seq, payload)``; and whether that is all (``False`` when more than ``limit``)."""
-    rows = list(
-        Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor, push_seq__isnull=False).order_by("cursor")[
-            : limit + 1
-        ]
-    )
-    return [(int(n.push_seq or 0), notification_payload(n)) for n in rows[:limit]], len(rows) <= limit
+    """``user_id``'s notifications pushed to sockets (``push_seq`` set) with a cursor above ``cursor`` (and below
+    ``below``, with a ``push_seq`` among ``numbers``, if given), oldest first, as ``(push_seq, payload)``; and
+    whether that is all (``False`` when more than ``limit``). One query on the ``(recipient, cursor)`` index."""
+    rows = Notification.objects.filter(recipient_id=user_id, cursor__gt=cursor, push_seq__isnull=False)
+    if below is not None:
+        rows = rows.filter(cursor__lt=below)
+    if numbers is not None:
+        rows = rows.filter(push_seq__in=list(numbers))
+    found = list(rows.order_by("cursor")[: limit + 1])
+    return [(int(n.push_seq or 0), notification_payload(n)) for n in found[:limit]], len(found) <= limit
 
 
 def notifications_after(

@@ -168,13 +168,25 @@ def _missed(user_id: int, cursor: int) -> tuple[list[dict[str, Any]], bool, tupl
 
 
 @database_sync_to_async
-def _streamed_after(user_id: int, cursor: int) -> tuple[list[tuple[int, dict[str, Any]]], bool, tuple[int, int]]:
-    """A gap fill: ``(rows, complete, position)``: the user's pushed notifications above ``cursor`` as ``(push_seq,
-    payload)``, oldest first (at most ``RESUME_LIMIT``), whether that is all, and the inbox's position."""
-    limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
-    position = inbox_position(user_id=user_id)
-    rows, complete = notifications_streamed_after(user_id=user_id, cursor=cursor, limit=limit)
-    return rows, complete, position
+def _fill_page(
+    user_id: int, cursor: int, numbers: list[int] | None, below: int | None, limit: int
+) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """One page of a fill: the user's pushed notifications above ``cursor`` as ``(push_seq, payload)``, oldest
+    first, at most ``limit`` (of ``numbers``, below the cursor ``below``, when given); and whether that was all."""
+    return notifications_streamed_after(user_id=user_id, cursor=cursor, limit=limit, below=below, numbers=numbers)
+
+
+def _refetch_frame(cursor: int) -> dict[str, Any]:
+    """The ``resumed`` frame that tells a client it missed too many: refetch over REST, carry on from ``cursor``."""
+    return {"type": "resumed", "recovered": False, "notifications": [], "cursor": cursor, "refetch": REFETCH_URL}
+
+
+_inbox_position = database_sync_to_async(lambda user_id: inbox_position(user_id=user_id))
+
+
+#: A fill reads at most this many pages of ``RESUME_LIMIT`` notifications (5,000 with the default): a socket
+#: further behind is sent the refetch frame of a resume that missed too many.
+FILL_PAGES = 10
 
 
 _push_seqs = database_sync_to_async(lambda user_ids: inboxes_push_seq(user_ids=user_ids))
@@ -324,15 +336,7 @@ class NotificationConsumer(JsonFrameConsumer):
             if complete:
                 await self.send_json({"type": "resumed", "recovered": True, "notifications": missed, "cursor": latest})
             else:
-                await self.send_json(
-                    {
-                        "type": "resumed",
-                        "recovered": False,
-                        "notifications": [],
-                        "cursor": latest,
-                        "refetch": REFETCH_URL,
-                    }
-                )
+                await self.send_json(_refetch_frame(latest))
             await self._send_notifications(self.stream.advance(cursor=latest, seq=seq))
 
     async def frame_ping(self, frame: dict[str, Any]) -> None:
@@ -385,33 +389,48 @@ class NotificationConsumer(JsonFrameConsumer):
 
     async def stream_fill(self) -> None:
         """Send, in order, the user's pushed notifications this socket has not been sent, read from the
-        database (a gap, or a lost last push); then what it held. More than ``RESUME_LIMIT``: a ``resumed`` frame
-        with ``recovered: false`` and a ``refetch`` URL, as on a resume."""
+        database: the missing numbers below the pushes it holds (a gap), or all after its cursor (a lost last
+        push); then what it held. Pages of ``RESUME_LIMIT``, at most :data:`FILL_PAGES`; further behind: a
+        ``resumed`` frame with ``recovered: false`` and a ``refetch`` URL, as on a resume."""
         async with self.stream_lock:
             if self.closing:
                 return
             try:
-                rows, complete, (latest, seq) = await _streamed_after(self.user_id, self.stream.cursor)
+                await self._fill()
             except Exception:
                 logger.exception("filling the push stream of user %s failed; trying again", self.user_id)
-                self._arm()
+            else:
+                # Numbers still missing below a held push are not in the database (deleted): go on without them.
+                while self.stream.waiting:
+                    await self._send_notifications(self.stream.skip_gap())
+            self._arm()
+
+    async def _fill(self) -> None:
+        limit = int(notiflow_settings.WEBSOCKET["RESUME_LIMIT"])
+        missing, below = self.stream.missing()
+        if missing:  # a gap: the numbers not come below the highest held push
+            if len(missing) > FILL_PAGES * limit:
+                await self._refetch()
                 return
-            if not complete:
-                await self.send_json(
-                    {
-                        "type": "resumed",
-                        "recovered": False,
-                        "notifications": [],
-                        "cursor": latest,
-                        "refetch": REFETCH_URL,
-                    }
-                )
-                await self._send_notifications(self.stream.advance(cursor=latest, seq=seq))
+            for start in range(0, len(missing), limit):
+                page = missing[start : start + limit]
+                rows, _ = await _fill_page(self.user_id, self.stream.cursor, page, below, limit)
+                for number, payload in rows:
+                    await self._send_notifications(self.stream.offer(payload, number))
+            return
+        for _ in range(FILL_PAGES):  # a lost last push: every pushed one after the cursor
+            rows, done = await _fill_page(self.user_id, self.stream.cursor, None, None, limit)
             for number, payload in rows:
                 await self._send_notifications(self.stream.offer(payload, number))
-            # Numbers still missing below a held push are not in the database (deleted): go on without them.
-            await self._send_notifications(self.stream.skip_gap())
-            self._arm()
+            if done:
+                return
+        await self._refetch()
+
+    async def _refetch(self) -> None:
+        """Too far behind to fill: the refetch frame of a resume that missed too many; carry on from the latest."""
+        latest, seq = await _inbox_position(self.user_id)
+        await self.send_json(_refetch_frame(latest))
+        await self._send_notifications(self.stream.advance(cursor=latest, seq=seq))
 
     #: Channel-layer message types whose handlers never touch the database. Channels (4.2+) runs
     #: ``close_old_connections()`` in a worker thread before every handler, like a request's start; for a

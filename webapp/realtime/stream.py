@@ -57,6 +57,15 @@ class PushStream:
         self.held[seq] = notification
         return self.release()
 
+    def missing(self) -> tuple[list[int], int]:
+        """The numbers not come yet below the highest held push, and that push's cursor (the fill's bound);
+        ``([], 0)`` when nothing is held."""
+        if not self.held:
+            return [], 0
+        top = max(self.held)
+        cursor = self.held[top].get("cursor")
+        return [n for n in range(self.seq + 1, top) if n not in self.held], cursor if isinstance(cursor, int) else 0
+
     def advance(self, *, cursor: int, seq: int) -> list[dict[str, Any]]:
         """Everything up to ``(cursor, seq)`` was sent by other means (a resume, a gap fill): forget the held
         pushes it covers; return the held ones that now follow on."""

@@ -67,6 +67,14 @@ def test_duplicates_are_dropped_whether_sent_held_or_covered_by_the_cursor():
     assert not covered.waiting
 
 
+def test_missing_names_the_numbers_not_come_below_the_highest_held_push_and_its_cursor():
+    stream = PushStream(cursor=3, seq=2)
+    assert stream.missing() == ([], 0)
+    for cursor, seq in ((6, 5), (9, 7), (10, 8)):
+        stream.offer(n(cursor), seq)
+    assert stream.missing() == ([3, 4, 6], 10)
+
+
 def test_advance_forgets_the_held_pushes_it_covers_and_releases_those_that_follow():
     stream = PushStream(cursor=1, seq=1)
     for cursor, seq in ((4, 3), (5, 4), (8, 6)):
@@ -281,6 +289,30 @@ def test_a_lost_push_is_read_from_the_database_after_gap_wait_and_its_late_copy_
         return frames
 
     assert [p["cursor"] for p in asyncio.run(scenario())] == cursors
+
+
+@relay_db
+def test_a_gap_behind_more_held_pushes_than_resume_limit_is_filled_not_refetched(users, gap_wait, settings):
+    # Many pushes come within GAP_WAIT of a lost one (a busy user): the fill reads the missing numbers only, so
+    # the held pushes, however many, are sent behind them; no refetch. Two gaps are filled in one go.
+    gap_wait(0.2)
+    alice = users["alice"]
+    limit = int(settings.NOTIFLOW["WEBSOCKET"]["RESUME_LIMIT"])
+    lost = {2, limit + 10}
+
+    async def scenario() -> list[dict[str, Any]]:
+        socket, _ = await open_socket(alice)
+        rows = await store(alice, *([True] * (limit * 2)))
+        for row in rows:
+            if row[0] not in lost:
+                await push(alice, row)
+        frames = await received(socket, len(rows))  # 1 at once; the rest after GAP_WAIT, 2 and 35 from the database
+        await nothing_more(socket, 0.5)
+        await socket.disconnect()
+        assert frames == [payload for _, payload in rows]
+        return frames
+
+    assert [p["cursor"] for p in asyncio.run(scenario())] == list(range(1, limit * 2 + 1))
 
 
 @relay_db
