@@ -10,18 +10,27 @@ from webapp.settings.test import NOTIFLOW, TEMPLATES
 for _engine in TEMPLATES:
     _engine["DIRS"] = [Path(__file__).parent / "support" / "templates"]
 
+# Where the recording method writes (tests.environment puts it in the stack's folder); dropped pushes go beside it.
+_RECORD = Path(os.environ.get("NOTIFLOW_TEST_RECORD", "/tmp/notiflow-recorded.jsonl"))
+
 NOTIFLOW["DELIVERY_METHODS"] = {
     "email": {"BACKEND": "delivery.email.EmailMethod"},
     "websocket": {"BACKEND": "delivery.websocket.WebSocketMethod"},
     # A third-party method, added from settings alone: it proves the registry.
     "recording": {
         "BACKEND": "tests.support.methods.RecordingMethod",
-        "OPTIONS": {"path": os.environ.get("NOTIFLOW_TEST_RECORD", "/tmp/notiflow-recorded.jsonl")},
+        "OPTIONS": {"path": str(_RECORD)},
     },
     # Outcomes scripted by a unit test (tests/unit/pipeline/test_sending.py).
     "scripted": {"BACKEND": "tests.support.methods.ScriptedMethod"},
     # An inline method whose reach a unit test sets (tests/unit/pipeline/test_processing.py).
     "reachable": {"BACKEND": "tests.support.methods.ReachableMethod"},
+    # The WebSocket push with every fifth push of each worker process dropped on purpose: recorded as sent,
+    # never given to the channel layer (tests/integration/test_ordering.py: the relay fills the gaps).
+    "websocket_lossy": {
+        "BACKEND": "tests.support.methods.DroppingWebSocketMethod",
+        "OPTIONS": {"path": str(_RECORD.with_name("dropped.jsonl"))},
+    },
 }
 NOTIFLOW["EVENT_TYPES"] = {
     **NOTIFLOW["EVENT_TYPES"],
@@ -38,6 +47,10 @@ NOTIFLOW["EVENT_TYPES"] = {
         "critical": True,
         "digestible": True,
     },
+    # A job's status changes (data {"job", "status"}), pushed to sockets: the ordering tests
+    # (tests/integration/test_ordering.py); the lossy one through the dropping push.
+    "test.job": {"category": "jobs", "methods": ["websocket"], "template": "job"},
+    "test.job.lossy": {"category": "jobs", "methods": ["websocket_lossy"], "template": "job"},
 }
 
 # Short clocks, so that retries, the outbox relay and the recovery sweep act within a test's time.
