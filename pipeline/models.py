@@ -88,8 +88,13 @@ class Notification(models.Model):
         READ = "read"
         ARCHIVED = "archived"
 
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="notifications")
-    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    # No index of their own: the unique (event, recipient) and (recipient, cursor) indexes lead with them. A
+    # separate event_id index cost every stored row one more index entry and misled PostgreSQL's planner into
+    # reading all of an event's notifications to check one chunk of its audience.
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="notifications", db_index=False)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
     event_type = models.CharField(max_length=100)
     category = models.CharField(max_length=100)
     title = models.CharField(max_length=255)
@@ -147,7 +152,8 @@ class Delivery(models.Model):
     #: The statuses of a dead-lettered delivery, which a replay may put back to ``queued``.
     DEAD_LETTERED = (Status.FAILED, Status.DEAD)
 
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: the unique (notification, method) index leads with it.
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     method = models.CharField(max_length=50)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     reason = models.CharField(max_length=255, blank=True, help_text="Why it was skipped or failed.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from pipeline import Audience, bulk, emit_event, processing, sending
 from pipeline.bulk import rows_insert
-from pipeline.models import Delivery, Inbox, Notification
+from pipeline.models import Delivery, Event, Inbox, Notification
 from tests.support.methods import ReachableMethod
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +81,39 @@ def test_a_batch_split_over_many_statements_stores_every_row_in_emit_order(users
         ("reachable", Delivery.Status.QUEUED, 0, "", "")
     }
     assert {d.delivery_id for d in batch.inline["reachable"]} == {d.pk for d in deliveries}
+
+
+def test_a_role_is_stored_in_chunks_of_active_members_once_even_when_a_chunk_is_taken_again(users):
+    """A role's members are read a chunk at a time from the membership table (``Audience.recipient_ids``):
+    every active member but the actor gets one notification, an inactive or non-member none, and a chunk
+    taken again (its event's progress set back, as by a worker that died after storing it) stores nothing
+    twice and skips no cursor."""
+    User = get_user_model()
+    editors = Group.objects.create(name="editors")
+    members = [users[n] for n in ("alice", "bob", "carol", "dave")]
+    members += [User.objects.create_user(username=f"e{i}", password="pw") for i in range(5)]
+    members[3].is_active = False  # dave
+    members[3].save(update_fields=["is_active"])
+    editors.user_set.add(*members)
+    User.objects.create_user(username="outsider", password="pw")
+    expected = {u.pk for u in members} - {users["alice"].pk, users["dave"].pk}
+    event_id = emit_event(
+        event_type="announcement.posted", audience=Audience.role("editors"), actor=users["alice"], data={"text": "hi"}
+    )
+
+    first = processing.events_process(chunk=3)  # alice (the actor) is left out of the ids read: bob, carol, dave
+    assert (first.events, first.more) == (1, True)
+    assert set(Notification.objects.values_list("recipient_id", flat=True)) == {users["bob"].pk, users["carol"].pk}
+
+    Event.objects.filter(pk=event_id).update(progress_user_id=0)  # the stored chunk is taken again
+    while processing.events_process(chunk=3).events:
+        pass
+
+    stored = list(Notification.objects.filter(event_id=event_id).values_list("recipient_id", "cursor"))
+    assert sorted(uid for uid, _ in stored) == sorted(expected)
+    assert {cursor for _, cursor in stored} == {1}
+    assert set(Inbox.objects.filter(user_id__in=expected).values_list("last_cursor", flat=True)) == {1}
+    assert Event.objects.get(pk=event_id).completed_at is not None
 
 
 def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
