@@ -32,7 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1000, help="events per scenario (default 1000)")
     parser.add_argument("--broker-outage", type=float, default=30.0, help="seconds Redis stays down (default 30)")
     parser.add_argument("--smtp-outage", type=float, default=60.0, help="seconds SMTP stays down (default 60)")
-    scenarios = ["baseline", "worker", "redis", "broker", "smtp", "reject", "poison", "bad-input"]
+    parser.add_argument(
+        "--slow-size",
+        type=int,
+        default=60,
+        help="events of the slow-provider drill (default 60: at 2-5 s a message, 10,000 would take hours)",
+    )
+    scenarios = ["baseline", "worker", "redis", "broker", "smtp", "slow", "reject", "poison", "bad-input"]
     parser.add_argument("--only", nargs="+", choices=scenarios, help="run only these scenarios")
     args = parser.parse_args(argv)
 
@@ -64,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "redis": lambda: faults.drill_redis_restarted(stack, recipients, size),
         "broker": lambda: faults.drill_broker_down(stack, recipients, size, outage=args.broker_outage),
         "smtp": lambda: faults.drill_smtp_down(stack, recipients, size, outage=args.smtp_outage),
+        "slow": lambda: faults.drill_slow_provider(stack, recipients, args.slow_size),
         "reject": lambda: faults.drill_smtp_rejects(stack, recipients, size),
         "poison": lambda: faults.drill_poison(stack, recipients, size),
         "bad-input": lambda: faults.drill_bad_input(stack, recipients),

@@ -21,9 +21,14 @@ method yields them, under the claim:
   of the pool process itself can leave a group sent and unrecorded; those
   messages are sent again on recovery with the same ``Message-ID``.
 - **Claims.** The claim is renewed every third of ``DELIVERY_LEASE`` while
-  the batch is being sent, and outcomes are recorded only while the claim is
-  still this sender's: if another sender took a delivery over (a lapsed
-  lease), :class:`~pipeline.exceptions.ClaimLost` stops this batch.
+  the batch is being sent (before the next message once a third has passed),
+  and outcomes are recorded only while the claim is still this sender's: if
+  another sender took a delivery over (one send that outlasted the rest of
+  the lease), the renewal or the record finds it and
+  :class:`~pipeline.exceptions.ClaimLost` stops this batch before it sends
+  another message. Only the message in flight when the lease lapsed can then
+  be sent twice, so a send must not take longer than two thirds of the lease
+  (Django's ``EMAIL_TIMEOUT``, 10 s in notiflow's settings, against 300 s).
 """
 
 from __future__ import annotations
@@ -137,14 +142,16 @@ def deliveries_send(*, method: str, delivery_ids: list[int], claimer: str, attem
     try:
         while index < len(deliveries):
             if time.monotonic() - renewed > lease / 3:  # a slow provider: keep the rest of the batch ours
-                services.deliveries_claim_renew(
-                    delivery_ids=[d.pk for d in deliveries[index:]], claimer=claimer, lease_seconds=lease
-                )
+                rest = [d.pk for d in deliveries[index:]]
+                held = services.deliveries_claim_renew(delivery_ids=rest, claimer=claimer, lease_seconds=lease)
                 renewed = time.monotonic()
+                if held < len(rest):  # a send outlasted the lease and another sender took some over: stop
+                    raise ClaimLost(f"{len(rest) - held} of the {len(rest)} unsent deliveries were taken over")
             with termination_deferred():  # a group sent and recorded, or a stop waits for it
                 index = _group_send(deliveries, index, results, claimer, interval, final, policy, report)
     except ClaimLost as exc:
         logger.warning("%s: %s; the rest of the batch is left to its new owner", claimer, exc)
+        services.deliveries_claim_release(delivery_ids=[d.pk for d in deliveries[index:]], claimer=claimer)
     return report
 
 

@@ -195,6 +195,14 @@ def deliveries_claim_renew(*, delivery_ids: Sequence[int], claimer: str, lease_s
     )
 
 
+def deliveries_claim_release(*, delivery_ids: Sequence[int], claimer: str) -> int:
+    """Give up ``claimer``'s claim on those of ``delivery_ids`` it still holds unsent (a batch that stopped
+    early), so the recovery sweep can queue them again without waiting for the lease; return how many."""
+    return Delivery.objects.filter(pk__in=list(delivery_ids), claimed_by=claimer, status__in=SENDABLE).update(
+        claimed_by="", claimed_until=None
+    )
+
+
 def delivery_record(
     *, delivery: Delivery, result: DeliveryResult, final: bool, retry_in: float, task_id: str = "", traceback: str = ""
 ) -> bool:

@@ -16,13 +16,16 @@ at 3 s, the outbox relay and the recovery sweep every 2 s, recovery after
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from argparse import ArgumentParser
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from webapp.mailsink import Maildir
 from webapp.stack import Stack, StackError, wait_for
 
 EVENT_TYPE = "test.fault"
@@ -42,6 +46,25 @@ class RejectingHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         return "550 5.1.1 Mailbox unavailable (notiflow fault injection)"
+
+
+class SlowMaildir(Maildir):
+    """The stack's Maildir sink answering each message after ``low`` to ``high`` seconds (uniform): a slow
+    provider. ``-c webapp.faults.SlowMaildir <dir> <low> <high>``."""
+
+    def __init__(self, mail_dir: str, low: float, high: float) -> None:
+        super().__init__(mail_dir)
+        self.low, self.high = low, high
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(random.uniform(self.low, self.high))  # noqa: S311 - a delay, not cryptography
+        return await super().handle_DATA(server, session, envelope)
+
+    @classmethod
+    def from_cli(cls, parser: ArgumentParser, *args: str) -> SlowMaildir:
+        if len(args) != 3:
+            parser.error("webapp.faults.SlowMaildir takes three arguments: the Maildir folder, low and high seconds")
+        return cls(args[0], float(args[1]), float(args[2]))
 
 
 @dataclass
@@ -314,6 +337,64 @@ def drill_smtp_rejects(stack: Stack, recipients: Sequence[int], size: int) -> Dr
     drill.wait_sent()
     report = drill.report("SMTP rejects (550), then replay", recover_seconds=time.monotonic() - start)
     report.notes["dead_before_replay"] = dead_before_replay
+    return report
+
+
+def drill_slow_provider(
+    stack: Stack, recipients: Sequence[int], size: int, *, low: float = 2.0, high: float = 5.0
+) -> DrillReport:
+    """An SMTP server that takes ``low`` to ``high`` seconds to accept each message, while ``size`` events are
+    emitted at once: the email batches take longer than ``DELIVERY_LEASE``, and the recovery sweep looks for
+    lapsed claims all the while. Every email must arrive once. ``notes["longest_claim_seconds"]`` is the
+    longest time one send task was seen holding deliveries (polled every 0.25 s), against
+    ``notes["lease_seconds"]``."""
+    from pipeline.conf import notiflow_settings
+    from pipeline.models import Delivery
+
+    drill = Drill(stack, recipients, settle_timeout=size * high + 120)
+    stack.stop_process("smtp")
+    slow = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"127.0.0.1:{stack.ports['smtp']}",
+            "-c",
+            f"{__name__}.SlowMaildir",
+            str(stack.mail_dir),
+            str(low),
+            str(high),
+        ],
+        env=stack.env,
+        start_new_session=True,
+    )
+    held: dict[str, list[float]] = {}  # claimer -> [first seen, last seen]
+    try:
+        stack.wait_ready(processes=["smtp"])
+        start = time.monotonic()
+        drill.emit(size)
+        claims = Delivery.objects.filter(notification__event_id__in=drill.event_ids, method="email").exclude(
+            claimed_by=""
+        )
+
+        def settled() -> bool:
+            now = time.monotonic()
+            for claimer in set(claims.values_list("claimed_by", flat=True)):
+                held.setdefault(claimer, [now, now])[1] = now
+            return drill.sent() >= size
+
+        drill.wait_until(settled, what=f"{size} emails sent")
+        elapsed = time.monotonic() - start
+    finally:
+        os.killpg(slow.pid, signal.SIGTERM)
+        slow.wait(timeout=20)
+        stack.restart("smtp")
+    report = drill.report(f"slow SMTP ({low:g}-{high:g} s a message)", recover_seconds=elapsed)
+    report.notes["lease_seconds"] = float(notiflow_settings.DELIVERY_LEASE)
+    report.notes["longest_claim_seconds"] = round(max((last - first for first, last in held.values()), default=0.0), 1)
+    report.notes["send_tasks_seen"] = len(held)
     return report
 
 

@@ -99,6 +99,16 @@ def test_4b_smtp_rejecting_permanently_dead_letters_and_replay_delivers_each_onc
     assert all("550" in e for e in letters.values_list("exception", flat=True))
 
 
+def test_4c_a_slow_provider_whose_batches_outlast_the_lease_sends_every_email_once(faulty, recipients):
+    """Issue 10: SMTP at 2-5 s a message, email batches that take longer than DELIVERY_LEASE (30 s here) while
+    the recovery sweep runs every 2 s: the sender renews its claim, so nothing is taken over and sent twice."""
+    report = faults.drill_slow_provider(faulty, recipients, size=24)
+
+    assert report.notes["longest_claim_seconds"] > report.notes["lease_seconds"], report.notes
+    assert_everything_delivered_once(report, 24)
+    assert report.dead_letters == 0
+
+
 def test_5_a_poison_event_is_dead_lettered_while_the_events_around_it_are_delivered(faulty, recipients):
     report = faults.drill_poison(faulty, recipients, size=41)
 

@@ -114,3 +114,27 @@ def test_a_lost_claim_stops_the_batch_and_records_nothing_for_the_new_owner(user
     rows = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "claimed_by"))
     assert rows[ids[3]] == "task-2" and rows[ids[4]] == "task-2"  # left to the new owner, unrecorded
     assert report.counts["sent"] <= 3
+
+
+def test_a_renewal_that_finds_the_claim_lost_stops_before_the_next_message_and_frees_the_rest(users, settings):
+    """One send outlasted the rest of the lease and the recovery sweep gave two deliveries to another sender:
+    the renewal before the next message finds them gone and the batch stops there, instead of sending one of
+    them twice and learning it only when recording; what it still held is released for the sweep."""
+    settings.NOTIFLOW = {**settings.NOTIFLOW, "DELIVERY_LEASE": 0.3}  # renewed every 0.1 s of sending
+    ids = queued(users, 5)
+
+    def take_over(delivery_id):
+        if delivery_id == ids[1]:
+            Delivery.objects.filter(pk__in=ids[2:4]).update(claimed_by="task-2")
+
+    ScriptedMethod.before = take_over
+    ScriptedMethod.delay = 0.12  # one message per group, and a renewal due before each
+
+    report = sending.deliveries_send(method="scripted", delivery_ids=ids, claimer="task-1", attempt=1)
+
+    assert ScriptedMethod.sent == ids[:2]
+    assert report.counts["sent"] == 2
+    rows = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "claimed_by"))
+    assert rows[ids[2]] == rows[ids[3]] == "task-2"
+    assert rows[ids[4]] == ""  # released, not held until the lease lapses
+    assert Delivery.objects.get(pk=ids[4]).status == Delivery.Status.QUEUED
