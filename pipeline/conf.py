@@ -105,9 +105,11 @@ Keys (defaults in :data:`DEFAULTS`):
     :mod:`pipeline.sending`): 0.05. Also the longest a stop of a pool
     process waits for the messages in hand, beyond the one being sent.
 ``DELIVERY_LEASE``
-    Seconds a delivery task holds its claim on the deliveries it is sending.
-    Longer than any one send may take; a task that dies leaves its claim to
-    lapse after this long.
+    Seconds a delivery task holds its claim on the deliveries it is sending
+    (300), measured on the database's clock. The task renews it every third
+    of it while a batch is being sent, so a batch may take longer; one send
+    must not take more than two thirds of it (Django's ``EMAIL_TIMEOUT``).
+    A task that dies leaves its claim to lapse after this long.
 ``RECOVER_AFTER``
     Seconds after which work that should have moved and did not (an event
     whose chain never finished, a delivery queued or due for retry but never

@@ -20,7 +20,7 @@ from delivery.base import DeliveryResult, Message, Outcome, Recipient
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow
-from pipeline.services import TEXT_ENGINE, claimable, deliveries_pending
+from pipeline.services import TEXT_ENGINE, claimable, deliveries_pending, lease_until
 
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 DIGEST_TEMPLATE_DIR = "notiflow/digest"
@@ -126,11 +126,10 @@ def digest_window_claim(*, window_id: int, claimer: str) -> tuple[DigestWindow, 
     same lease as deliveries, ``NOTIFLOW["DELIVERY_LEASE"]``): two copies of
     the task never send one digest twice.
     """
-    now = timezone.now()
     claimed = (
         DigestWindow.objects.filter(pk=window_id, status=DigestWindow.Status.SENDING)
-        .filter(claimable(now=now, claimer=claimer))
-        .update(claimed_by=claimer, claimed_until=now + timedelta(seconds=notiflow_settings.DELIVERY_LEASE))
+        .filter(claimable(claimer=claimer))
+        .update(claimed_by=claimer, claimed_until=lease_until(float(notiflow_settings.DELIVERY_LEASE)))
     )
     if not claimed:
         return None

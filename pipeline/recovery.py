@@ -69,7 +69,7 @@ def stale_work_claim(*, now: datetime, idle: Callable[[str], bool], limit: int =
             str(pk) for pk in events_pending().filter(created_at__lt=cutoff).values_list("pk", flat=True)[:limit]
         ]
 
-    unclaimed = claimable(now=now)
+    unclaimed = claimable()
     for method in methods.aliases():
         if not idle(methods.queue(method)):
             continue

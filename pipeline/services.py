@@ -7,11 +7,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
+from django.db.models.functions import Now
 from django.template.loader import get_template
 from django.utils import timezone
 
@@ -139,13 +140,22 @@ def _unsent(*, method: str, delivery_ids: Sequence[int]) -> QuerySet[Delivery]:
     return Delivery.objects.filter(pk__in=delivery_ids, method=method, status__in=SENDABLE)
 
 
-def claimable(*, now: datetime, claimer: str = "") -> Q:
-    """Rows (deliveries, digest windows) with no live claim at ``now``, or claimed by ``claimer`` already.
+def claimable(*, claimer: str = "") -> Q:
+    """Rows (deliveries, digest windows) with no live claim, or claimed by ``claimer`` already.
 
-    The lease condition shared by every claim: ``claimed_until`` unset or past.
+    The lease condition shared by every claim: ``claimed_until`` unset or
+    past on the database's clock (see :func:`lease_until`).
     """
-    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=Now())
     return free | Q(claimed_by=claimer) if claimer else free
+
+
+def lease_until(seconds: float) -> ExpressionWrapper:
+    """The end of a claim made now for ``seconds``, on the database's clock (``STATEMENT_TIMESTAMP()`` on
+    PostgreSQL, ``'now'`` on SQLite), for ``claimed_until``. Leases are set and compared by the one clock every
+    worker, beat and sweep share: hosts whose clocks disagree by more than the slack of a lease never see a
+    live claim as lapsed, nor a lapsed one as live."""
+    return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
 
 
 def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
@@ -165,13 +175,10 @@ def deliveries_claim(
     redelivered task keeps its id) may take its own claim back at once.
     ``lease_seconds`` defaults to ``NOTIFLOW["DELIVERY_LEASE"]``.
     """
-    now = timezone.now()
     if lease_seconds is None:
         lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
     unsent = _unsent(method=method, delivery_ids=delivery_ids)
-    unsent.filter(claimable(now=now, claimer=claimer)).update(
-        claimed_by=claimer, claimed_until=now + timedelta(seconds=lease_seconds)
-    )
+    unsent.filter(claimable(claimer=claimer)).update(claimed_by=claimer, claimed_until=lease_until(lease_seconds))
     return list(unsent.filter(claimed_by=claimer).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
 
 
@@ -191,7 +198,7 @@ def deliveries_claim_renew(*, delivery_ids: Sequence[int], claimer: str, lease_s
     if lease_seconds is None:
         lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
     return Delivery.objects.filter(pk__in=list(delivery_ids), claimed_by=claimer, status__in=SENDABLE).update(
-        claimed_until=timezone.now() + timedelta(seconds=lease_seconds)
+        claimed_until=lease_until(lease_seconds)
     )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from delivery.base import DeliveryResult
-from pipeline import sending
+from pipeline import sending, services
+from pipeline.conf import notiflow_settings
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from tests.support.methods import ScriptedMethod
 
@@ -138,3 +141,22 @@ def test_a_renewal_that_finds_the_claim_lost_stops_before_the_next_message_and_f
     assert rows[ids[2]] == rows[ids[3]] == "task-2"
     assert rows[ids[4]] == ""  # released, not held until the lease lapses
     assert Delivery.objects.get(pk=ids[4]).status == Delivery.Status.QUEUED
+
+
+@pytest.mark.parametrize("skew_minutes", [10, -10])
+def test_a_claim_is_judged_by_the_database_clock_not_the_claimers(users, monkeypatch, skew_minutes):
+    """A host whose clock runs ten minutes ahead must not see another sender's live claim (``DELIVERY_LEASE``) as
+    lapsed; one whose clock runs behind must not make a claim that outlives its lease on everyone else's."""
+    ids = queued(users, 2)
+    skewed = timezone.now() + timedelta(minutes=skew_minutes)
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: skewed)  # every timezone.now() of this process
+
+    assert len(services.deliveries_claim(method="scripted", delivery_ids=ids, claimer="task-1")) == 2
+    assert services.deliveries_claim(method="scripted", delivery_ids=ids, claimer="task-2") == []
+
+    monkeypatch.setattr(timezone, "now", real_now)
+    assert set(Delivery.objects.filter(pk__in=ids).values_list("claimed_by", flat=True)) == {"task-1"}
+    until = Delivery.objects.filter(pk=ids[0]).values_list("claimed_until", flat=True).get()
+    lease = float(notiflow_settings.DELIVERY_LEASE)
+    assert abs((until - real_now()).total_seconds() - lease) < 5  # the lease, on the database's clock
