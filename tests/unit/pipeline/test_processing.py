@@ -137,6 +137,32 @@ def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
     }
 
 
+def test_rows_insert_stores_shared_varying_and_null_values_of_every_row(users):
+    """Rows mixing values every row shares (the same objects: bound once on PostgreSQL), values that vary
+    (JSON, text, ints), NULLs and the model's defaults come back as given, on either database."""
+    event = Event.objects.create(
+        event_type="test.personal", audience={"kind": "users", "user_ids": []}, occurred_at=timezone.now()
+    )
+    title, now = "same for all", timezone.now()
+    people = [users[n].pk for n in ("bob", "carol", "dave")]
+    rows = [
+        (event.pk, uid, "test.personal", "c", title, f"body {i} & 'q'", {"n": i, "s": "é"}, i + 1, seq, now)
+        for i, (uid, seq) in enumerate(zip(people, [None, 5, None], strict=True))
+    ]
+
+    returned = rows_insert(
+        Notification, columns=processing._NOTIFICATION_COLUMNS, rows=rows, returning=("pk", "cursor")
+    )
+
+    assert sorted(cursor for _, cursor in returned) == [1, 2, 3]
+    stored = Notification.objects.filter(event=event).order_by("cursor")
+    assert [(n.recipient_id, n.title, n.body, n.data, n.push_seq) for n in stored] == [
+        (uid, title, f"body {i} & 'q'", {"n": i, "s": "é"}, seq)
+        for i, (uid, seq) in enumerate(zip(people, [None, 5, None], strict=True))
+    ]
+    assert {(n.occurred_at, n.state) for n in stored} == {(now, Notification.State.UNSEEN)}
+
+
 def test_rows_insert_leaves_out_conflicting_rows_only_when_asked(users):
     bob, carol = users["bob"].pk, users["carol"].pk
     assert rows_insert(Inbox, columns=("user_id",), rows=[(bob,)], returning=("user_id", "last_cursor")) == [(bob, 0)]
