@@ -43,6 +43,8 @@ _AS_IS = {
     "SmallIntegerField",
     "TextField",
 }
+#: Row counts from which :func:`rows_insert` sends arrays (``unnest``) on PostgreSQL rather than ``VALUES``.
+_UNNEST_MIN_ROWS = 1
 _SQL: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int, bool, bool, str], str] = {}
 
 
@@ -155,7 +157,7 @@ def rows_insert(
             sql = _statement(connection, table, names, returns, 1, by_attname, False, native, condition=condition)
             cursor.execute(sql, [*prepared(rows[0]), *condition_params])
             return [tuple(r) for r in cursor.fetchall()]
-        if native and rows:  # PostgreSQL: one statement whatever the row count, the rows as one array per column
+        if native and len(rows) >= _UNNEST_MIN_ROWS:  # PostgreSQL: one statement, one array per column
             prepared_rows = [prepared(row) for row in rows]
             # A column whose every row holds the same object (an announcement's title, body and data, the
             # event of a one-event chunk) is bound once, like ``shared``: psycopg escapes each text element of
