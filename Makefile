@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test run lint typecheck pytest pytest-postgres system system-postgres clean bench bench-hotpath bench-hotpath-sqlite \
 	bench-hotpath-postgres bench-fanout bench-fanout-sqlite bench-fanout-postgres bench-faults bench-connections \
-	bench-soak bench-plots
+	bench-soak bench-store bench-plots
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -95,6 +95,12 @@ bench-plots: $(STAMP)
 #   make bench-soak SOAK_DB=postgres SOAK_MINUTES=30
 SOAK_DB      ?= sqlite
 SOAK_MINUTES ?= 10
+# Storing one announcement to 100,000 users in-process, on a private PostgreSQL and on SQLite, with the
+# database's statements and its own write floor (about 4 minutes; apart from `make bench`).
+bench-store: $(STAMP) system-postgres
+	$(BIN)/python -m bench.store --db postgres
+	$(BIN)/python -m bench.store --db sqlite
+
 bench-soak: $(STAMP) system $(if $(filter postgres,$(SOAK_DB)),system-postgres)
 	$(BIN)/python -m bench.soak --db $(SOAK_DB) --minutes $(SOAK_MINUTES)
 
