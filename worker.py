@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.prod")  # fail closed: dev settings by choice
 # Persistent database connections in the worker (Celery's Django fix-up closes them only when obsolete).
 os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
 

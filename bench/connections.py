@@ -696,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         var_dir=ROOT / "var" / "bench-connections",
         processes=("redis", "web"),
         settings_module=args.settings,
-        extra_env={"DJANGO_SECRET_KEY": secrets.token_urlsafe(32), "NOTIFLOW_JWT_SECRET": secrets.token_urlsafe(32)},
+        extra_env={"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "NOTIFLOW_JWT_SECRET": secrets.token_urlsafe(32)},
     )
     stack.prepare(fresh=True)
     stack.apply_env()

@@ -104,7 +104,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Production settings (DEBUG off: with DEBUG on, Django records every query, which no deployment pays),
 # with throw-away secrets; the baseline runs on the same worker with the same settings.
 SETTINGS_MODULE = "webapp.settings.prod"
-BENCH_SECRETS = {"DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-use", "NOTIFLOW_JWT_SECRET": "bench-only-jwt-key"}
+BENCH_SECRETS = {  # long enough for webapp.settings.prod's checks (50 and 32 characters)
+    "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-use-anywhere-but-a-benchmark",
+    "NOTIFLOW_JWT_SECRET": "bench-only-jwt-key-not-for-use-anywhere",
+}
 EVENT_TYPE = "critique.created"
 #: Cursors of the fake pushes (phase c's baseline): far above any real notification's.
 FAKE_CURSOR_BASE = 10**15

@@ -2,7 +2,7 @@
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.dev")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.prod")  # fail closed: dev settings by choice
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
