@@ -33,6 +33,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from webapp import SETTINGS_CHOSEN
+
 if TYPE_CHECKING:
     from webapp.postgres import PrivatePostgres
 
@@ -83,7 +85,7 @@ class Stack:
             **os.environ,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
-            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", settings_module),
+            "DJANGO_SETTINGS_MODULE": SETTINGS_CHOSEN or settings_module,
             "VAR_DIR": str(var_dir),
             "REDIS_DIR": str(var_dir / "redis"),
             "REDIS_PORT": str(self.ports["redis"]),

@@ -83,3 +83,14 @@ def test_the_entry_points_load_the_production_settings_unless_told_otherwise(cod
     assert refused.returncode != 0
     assert "DJANGO_SECRET_KEY" in refused.stderr.strip().splitlines()[-1]
     assert run(code, settings="webapp.settings.dev").returncode == 0
+
+
+def test_the_stack_runs_the_development_settings_unless_a_module_was_chosen():
+    """``make demo`` and ``make run`` (``webapp.stack``) run their processes with ``webapp.settings.dev``, though
+    importing ``webapp`` imports ``worker``, whose default is now the production settings."""
+    code = (
+        "from pathlib import Path; from webapp.stack import Stack; "
+        "print(Stack(var_dir=Path('var/unused')).env['DJANGO_SETTINGS_MODULE'])"
+    )
+    assert run(code, settings=None).stdout.split() == ["webapp.settings.dev"]
+    assert run(code, settings="tests.settings").stdout.split() == ["tests.settings"]
