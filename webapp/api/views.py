@@ -8,6 +8,8 @@ import redis
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from pipeline.conf import notiflow_settings
@@ -67,8 +69,41 @@ class MarkAllReadView(APIView):
         return Response({"marked": marked, "unread_count": notifications_unread_count(user_id=_user_id(request))})
 
 
+class ClientThrottle(SimpleRateThrottle):
+    """Requests per client address (``X-Forwarded-For`` as far as DRF's ``NUM_PROXIES`` trusts it), at the rate
+    ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope]``, read when each request is checked. It never looks at
+    ``request.user``, so it can run before authentication and count the failed attempts too."""
+
+    scope = "token"
+
+    def get_rate(self) -> str | None:
+        return cast(str | None, api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or ""))
+
+    def get_cache_key(self, request: Request, view: APIView) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class UserThrottle(ScopedRateThrottle):
+    """DRF's scoped throttle (per user, per address when anonymous), its rate read when each request is
+    checked, so ``DEFAULT_THROTTLE_RATES`` can change at run time (and in tests)."""
+
+    def get_rate(self) -> str | None:
+        return cast(str | None, api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or ""))
+
+
 class TokenView(APIView):
-    """``POST /api/token/`` (session or basic auth): ``{"token": jwt, "expires_in": seconds}``."""
+    """``POST /api/token/`` (session or basic auth): ``{"token": jwt, "expires_in": seconds}``.
+
+    Throttled per client address **before** authentication (``ClientThrottle``, scope ``token``, 10 a minute by
+    default): DRF checks a view's throttles after authenticating, and a wrong password ends the request there,
+    so password guesses would never be counted. 429 with ``Retry-After`` past the rate.
+    """
+
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        throttle = ClientThrottle()
+        if not throttle.allow_request(request, self):
+            self.throttled(request, throttle.wait() or 1.0)
+        super().initial(request, *args, **kwargs)
 
     def post(self, request: Request) -> Response:
         ttl = int(notiflow_settings.JWT["TTL"])
@@ -81,8 +116,11 @@ class TicketView(APIView):
     Authenticated by a Bearer token or the session (with its CSRF token). A
     socket opened with the ticket closes with 4401 when the Bearer token it
     was issued against expires; a session's ticket carries no expiry. 503 if
-    Redis cannot store it.
+    Redis cannot store it. Throttled per user (scope ``ws-ticket``, 30 a minute by default): 429 past it.
     """
+
+    throttle_classes = [UserThrottle]
+    throttle_scope = "ws-ticket"
 
     def post(self, request: Request) -> Response:
         identity = request.auth if isinstance(request.auth, Identity) else Identity(user_id=_user_id(request))

@@ -113,7 +113,7 @@ WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 # The worker's task events, which Flower shows (celeryconfig.py); off, the worker saves their Redis traffic.
 CELERY_TASK_EVENTS = env.bool("CELERY_TASK_EVENTS", default=True)
 
-# Redis: broker (db 0) and channel layer (db 1) by default.
+# Redis: broker (db 0), channel layer (db 1) and cache (db 2) by default.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Seconds Redis waits for a worker to acknowledge a message before handing it to another
 # worker: a message held by a worker killed with SIGKILL comes back after this long.
@@ -126,6 +126,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL], "capacity": 1500, "expiry": 60},
     }
 }
+
+# Django's cache (the API's throttles count in it): Redis db 2 by default, shared by every process.
+CACHE_REDIS_URL = env("CACHE_REDIS_URL", default=urlsplit(REDIS_URL)._replace(path="/2").geturl())
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_REDIS_URL}}
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
@@ -142,6 +146,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # POST /api/token/ per client address, failed passwords included; POST /api/ws-ticket/ per user. Counted in
+    # Django's cache: CACHES below, shared by every process.
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env("NOTIFLOW_THROTTLE_TOKEN", default="10/min"),
+        "ws-ticket": env("NOTIFLOW_THROTTLE_WS_TICKET", default="30/min"),
+    },
+    # Client addresses behind this many proxies (X-Forwarded-For); 0 trusts none of its entries.
+    "NUM_PROXIES": env.int("NOTIFLOW_NUM_PROXIES", default=0),
 }
 
 NOTIFLOW: dict[str, Any] = {

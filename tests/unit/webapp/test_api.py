@@ -1,6 +1,9 @@
 """The REST API with JWT bearer auth: list (cursor-paginated), unread count, mark read."""
 
+import base64
+
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from pipeline import Audience
@@ -74,7 +77,43 @@ def test_unread_count_and_mark_read(users):
     assert Notification.objects.filter(recipient=users["carol"], state="unseen").count() == 1
 
 
-def test_token_endpoint_needs_a_password(users):
+@pytest.fixture
+def throttles(stack, settings):
+    """The stack's Redis as Django's cache (the throttles count there), emptied; rates small enough to reach."""
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"token": "3/min", "ws-ticket": "2/min"},
+    }
+    yield
+    cache.clear()
+
+
+def basic(username, password, address="127.0.0.1"):
+    client = APIClient(REMOTE_ADDR=address)
+    client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{username}:{password}".encode()).decode())
+    return client
+
+
+def test_password_guesses_are_throttled_per_address_before_authentication(users, throttles):
+    """Issue 10: DRF throttles a view after authenticating it, so wrong passwords were never counted."""
+    for _ in range(3):
+        assert basic("bob", "wrong").post("/api/token/").status_code in (401, 403)  # refused, and counted
+
+    refused = basic("bob", "pw").post("/api/token/")  # the right password, from the guessing address
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+    assert basic("bob", "pw", address="10.0.0.2").post("/api/token/").status_code == 200
+
+
+def test_websocket_tickets_are_throttled_per_user(users, throttles):
+    bob = client_for(users["bob"])
+    assert [bob.post("/api/ws-ticket/").status_code for _ in range(3)] == [200, 200, 429]
+    assert client_for(users["carol"]).post("/api/ws-ticket/").status_code == 200
+
+
+def test_token_endpoint_needs_a_password(users, stack):
+    cache.clear()
     client = APIClient()
     assert client.post("/api/token/").status_code in (401, 403)
     client.login(username="bob", password="pw")
