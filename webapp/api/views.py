@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import cast
 
 import redis
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -24,6 +25,10 @@ def _user_id(request: Request) -> int:
     return cast(int, request.user.pk)
 
 
+#: The largest value of a ``bigint`` column: ids and cursors beyond it name no row.
+BIGINT_MAX = 2**63 - 1
+
+
 class NotificationCursorPagination(CursorPagination):
     """Newest first by the per-recipient cursor; ``?page_size=`` up to 100."""
 
@@ -31,6 +36,17 @@ class NotificationCursorPagination(CursorPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF's decoding, and a position that must be a cursor number: a tampered one (text, a float, past
+        ``bigint``) reached the query and raised ``ValueError`` or ``OverflowError`` (a 500). 404 instead, as DRF
+        answers a cursor it cannot decode."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            position = str(cursor.position)
+            if not position.isascii() or not position.isdigit() or int(position) > BIGINT_MAX:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class NotificationListView(APIView):
@@ -56,6 +72,8 @@ class MarkReadView(APIView):
     """
 
     def post(self, request: Request, notification_id: int) -> Response:
+        if notification_id > BIGINT_MAX:  # no row has it; the database would raise OverflowError (a 500)
+            return Response({"detail": "Not found."}, status=404)
         if not notification_mark_read(user_id=_user_id(request), notification_id=notification_id):
             return Response({"detail": "Not found."}, status=404)
         return Response({"unread_count": notifications_unread_count(user_id=_user_id(request))})

@@ -123,3 +123,34 @@ def test_token_endpoint_needs_a_password(users, stack):
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {body['token']}")
     assert api.get("/api/notifications/unread-count/").json() == {"unread_count": 0}
+
+
+@pytest.mark.parametrize("notification_id", ["9223372036854775808", "99999999999999999999999999"])
+def test_an_id_beyond_any_row_is_not_found_not_a_server_error(users, notification_id):
+    """Issue 10: an id past the database's integers raised OverflowError (500)."""
+    response = client_for(users["bob"]).post(f"/api/notifications/{notification_id}/read/")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["abc", "1e3", "99999999999999999999999", "-1' OR 1=1", ""],
+    ids=["text", "float", "huge", "sql", "empty"],
+)
+def test_a_tampered_pagination_cursor_is_not_found_not_a_server_error(users, position):
+    """Issue 10: a cursor whose position is not a cursor number raised ValueError (500) in the query."""
+    notify(users["bob"], 3)
+    query = f"p={position}" if position else "r=1"
+    cursor = base64.b64encode(query.encode()).decode()
+    response = client_for(users["bob"]).get("/api/notifications/", {"cursor": cursor, "page_size": 1})
+    assert response.status_code in (200, 404)  # a plain "r=1" cursor is valid: the first page, backwards
+    if position:
+        assert response.status_code == 404
+
+
+def test_a_genuine_next_cursor_still_pages(users):
+    notify(users["bob"], 3)
+    client = client_for(users["bob"])
+    first = client.get("/api/notifications/", {"page_size": 2}).json()
+    second = client.get(first["next"]).json()
+    assert [n["title"] for n in first["results"] + second["results"]] == ["n3", "n2", "n1"]
