@@ -67,7 +67,11 @@ class Audience:
         raise InvalidAudience(f"Unknown audience kind {kind!r}.")
 
     def recipient_ids(self, *, after: int = 0, limit: int, exclude: int | None = None) -> list[int]:
-        """Up to ``limit`` ids of active users in the audience above ``after``, ascending, without ``exclude``.
+        """Up to ``limit`` ids of the audience's users above ``after``, ascending, without ``exclude``.
+
+        Active users only, but for a role: its inactive members are left out
+        later, with the rest of the batch (as for explicit audiences), so the
+        read stays on the membership table alone.
 
         One indexed range read per page, however far into the audience: a
         role's page is read from the group membership table with the bound on
