@@ -17,7 +17,7 @@ logged, as documented, and the loop drains the event itself.
 
 Per run it prints seconds from the first ``events_process()`` to the last,
 this process's CPU seconds (Python) and, on PostgreSQL, the CPU seconds of
-the server's processes (``psutil``) and the statements that took the most
+the server's processes (:class:`bench.cpu.CpuMeter`) and the statements that took the most
 time (``pg_stat_statements`` with ``track_planning``: calls, execution and
 planning ms). **Baseline, same run**: the database's own floor for writing
 that many rows (:data:`FLOOR_SQL`: N rows of an int and 64 bytes of text
@@ -39,6 +39,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.cpu import CpuMeter
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP_STATEMENTS = 8
@@ -68,21 +70,6 @@ def _postgres(var_dir: Path) -> tuple[Any, str]:
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
         conn.execute("SELECT pg_reload_conf()")
     return server, url
-
-
-def _server_cpu() -> float:
-    """CPU seconds (user + system) of every running ``postgres`` process."""
-    import psutil
-
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        try:
-            if (process.info["name"] or "").startswith("postgres"):
-                times = process.cpu_times()
-                total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
 
 
 def _statements(cursor: Any) -> list[dict[str, Any]]:
@@ -121,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import django
 
     django.setup()
-    import psutil
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
@@ -150,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cursor.execute("ANALYZE")
             cursor.execute("CREATE TABLE bench_store_floor (n integer, payload text)")
 
-        me = psutil.Process()
+        meter = CpuMeter(postgres_dir=str(server.data_dir) if server is not None else None)
         postgres = connection.vendor == "postgresql"
         for run in range(args.runs):
             with connection.cursor() as cursor:
@@ -164,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit_event(
                 event_type="announcement.posted", audience=Audience.role(group.name), actor=actor, data={"text": "hi"}
             )
-            cpu0, server0, began = me.cpu_times(), _server_cpu() if postgres else 0.0, time.perf_counter()
+            before, began = meter.snapshot(), time.perf_counter()
             batches = []
             while True:
                 started = time.perf_counter()
@@ -173,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     break
                 batches.append(time.perf_counter() - started)
             stored_s = time.perf_counter() - began
-            cpu1, server1 = me.cpu_times(), _server_cpu() if postgres else 0.0
+            spent = meter.since(before)
             entry: dict[str, Any] = {
                 "recipients": args.recipients,
                 "stored_s": round(stored_s, 3),
@@ -181,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "stored_over_floor": round(stored_s / floor_s, 1) if floor_s else None,
                 "transactions": len(batches),
                 "transaction_ms_p50": round(statistics.median(batches) * 1000, 1) if batches else None,
-                "python_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 2),
-                "server_cpu_s": round(server1 - server0, 2) if postgres else None,
+                "python_cpu_s": round(spent.get("bench", 0.0), 2),
+                "server_cpu_s": round(spent.get("postgres", 0.0), 2) if postgres else None,
             }
             if postgres:
                 with connection.cursor() as cursor:

@@ -17,6 +17,7 @@ at 3 s, the outbox relay and the recovery sweep every 2 s, recovery after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -27,7 +28,7 @@ import time
 import uuid
 from argparse import ArgumentParser
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,14 +301,12 @@ def drill_smtp_down(stack: Stack, recipients: Sequence[int], size: int, *, outag
     return drill.report(f"SMTP down {outage:.0f} s", recover_seconds=recover, in_flight=in_flight)
 
 
-def drill_smtp_rejects(stack: Stack, recipients: Sequence[int], size: int) -> DrillReport:
-    """An SMTP server that rejects every recipient (550): every email is dead-lettered. Then the normal
-    server comes back and ``manage.py deadletters replay`` runs twice: each email is sent exactly once."""
-    from pipeline.models import DeadLetter
-
-    drill = Drill(stack, recipients)
+@contextlib.contextmanager
+def _smtp_replaced(stack: Stack, handler: type, *args: str) -> Iterator[None]:
+    """The stack's SMTP server stopped and an aiosmtpd with ``handler`` (a class of this module; ``args`` for
+    its ``from_cli``) serving its port instead, until the block ends. The caller starts the stack's own again."""
     stack.stop_process("smtp")
-    rejecting = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    replacement = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
             sys.executable,
             "-m",
@@ -316,19 +315,30 @@ def drill_smtp_rejects(stack: Stack, recipients: Sequence[int], size: int) -> Dr
             "-l",
             f"127.0.0.1:{stack.ports['smtp']}",
             "-c",
-            f"{__name__}.RejectingHandler",
+            f"{__name__}.{handler.__name__}",
+            *args,
         ],
         env=stack.env,
         start_new_session=True,
     )
     try:
         stack.wait_ready(processes=["smtp"])
+        yield
+    finally:
+        os.killpg(replacement.pid, signal.SIGTERM)
+        replacement.wait(timeout=20)
+
+
+def drill_smtp_rejects(stack: Stack, recipients: Sequence[int], size: int) -> DrillReport:
+    """An SMTP server that rejects every recipient (550): every email is dead-lettered. Then the normal
+    server comes back and ``manage.py deadletters replay`` runs twice: each email is sent exactly once."""
+    from pipeline.models import DeadLetter
+
+    drill = Drill(stack, recipients)
+    with _smtp_replaced(stack, RejectingHandler):
         drill.emit(size)
         dead = DeadLetter.objects.filter(event_id__in=drill.event_ids, status="dead")
         drill.wait_until(lambda: dead.count() >= size, what=f"{size} dead letters")
-    finally:
-        os.killpg(rejecting.pid, signal.SIGTERM)
-        rejecting.wait(timeout=20)
     dead_before_replay = dead.count()
     stack.restart("smtp")
     start = time.monotonic()
@@ -352,44 +362,24 @@ def drill_slow_provider(
     from pipeline.models import Delivery
 
     drill = Drill(stack, recipients, settle_timeout=size * high + 120)
-    stack.stop_process("smtp")
-    slow = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            f"127.0.0.1:{stack.ports['smtp']}",
-            "-c",
-            f"{__name__}.SlowMaildir",
-            str(stack.mail_dir),
-            str(low),
-            str(high),
-        ],
-        env=stack.env,
-        start_new_session=True,
-    )
     held: dict[str, list[float]] = {}  # claimer -> [first seen, last seen]
     try:
-        stack.wait_ready(processes=["smtp"])
-        start = time.monotonic()
-        drill.emit(size)
-        claims = Delivery.objects.filter(notification__event_id__in=drill.event_ids, method="email").exclude(
-            claimed_by=""
-        )
+        with _smtp_replaced(stack, SlowMaildir, str(stack.mail_dir), str(low), str(high)):
+            start = time.monotonic()
+            drill.emit(size)
+            claims = Delivery.objects.filter(notification__event_id__in=drill.event_ids, method="email").exclude(
+                claimed_by=""
+            )
 
-        def settled() -> bool:
-            now = time.monotonic()
-            for claimer in set(claims.values_list("claimed_by", flat=True)):
-                held.setdefault(claimer, [now, now])[1] = now
-            return drill.sent() >= size
+            def settled() -> bool:
+                now = time.monotonic()
+                for claimer in set(claims.values_list("claimed_by", flat=True)):
+                    held.setdefault(claimer, [now, now])[1] = now
+                return drill.sent() >= size
 
-        drill.wait_until(settled, what=f"{size} emails sent")
-        elapsed = time.monotonic() - start
+            drill.wait_until(settled, what=f"{size} emails sent")
+            elapsed = time.monotonic() - start
     finally:
-        os.killpg(slow.pid, signal.SIGTERM)
-        slow.wait(timeout=20)
         stack.restart("smtp")
     report = drill.report(f"slow SMTP ({low:g}-{high:g} s a message)", recover_seconds=elapsed)
     report.notes["lease_seconds"] = float(notiflow_settings.DELIVERY_LEASE)

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from pipeline.conf import notiflow_settings
 from pipeline.selectors import notification_payload, notifications_for_user, notifications_unread_count
 from pipeline.services import notification_mark_read, notifications_mark_all_read
+from webapp.realtime.frames import MAX_INT
 from webapp.realtime.tickets import ticket_issue
 from webapp.tokens import Identity, token_issue
 
@@ -23,10 +24,6 @@ from webapp.tokens import Identity, token_issue
 def _user_id(request: Request) -> int:
     """The authenticated user's id (every view here requires authentication)."""
     return cast(int, request.user.pk)
-
-
-#: The largest value of a ``bigint`` column: ids and cursors beyond it name no row.
-BIGINT_MAX = 2**63 - 1
 
 
 class NotificationCursorPagination(CursorPagination):
@@ -44,7 +41,7 @@ class NotificationCursorPagination(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             position = str(cursor.position)
-            if not position.isascii() or not position.isdigit() or int(position) > BIGINT_MAX:
+            if not position.isascii() or not position.isdigit() or int(position) > MAX_INT:
                 raise NotFound(self.invalid_cursor_message)
         return cursor
 
@@ -72,7 +69,7 @@ class MarkReadView(APIView):
     """
 
     def post(self, request: Request, notification_id: int) -> Response:
-        if notification_id > BIGINT_MAX:  # no row has it; the database would raise OverflowError (a 500)
+        if notification_id > MAX_INT:  # no row has it; the database would raise OverflowError (a 500)
             return Response({"detail": "Not found."}, status=404)
         if not notification_mark_read(user_id=_user_id(request), notification_id=notification_id):
             return Response({"detail": "Not found."}, status=404)
@@ -87,26 +84,29 @@ class MarkAllReadView(APIView):
         return Response({"marked": marked, "unread_count": notifications_unread_count(user_id=_user_id(request))})
 
 
-class ClientThrottle(SimpleRateThrottle):
-    """Requests per client address (``X-Forwarded-For`` as far as DRF's ``NUM_PROXIES`` trusts it), at the rate
-    ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope]``, read when each request is checked. It never looks at
-    ``request.user``, so it can run before authentication and count the failed attempts too."""
+class _LiveRate:
+    """A throttle's rate read from ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope]`` when each request is
+    checked (DRF reads it once, at import), so the setting can change at run time and in tests."""
 
-    scope = "token"
+    scope: str | None
 
     def get_rate(self) -> str | None:
         return cast(str | None, api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or ""))
+
+
+class ClientThrottle(_LiveRate, SimpleRateThrottle):
+    """Requests per client address (``X-Forwarded-For`` as far as DRF's ``NUM_PROXIES`` trusts it), at the rate
+    ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope]``. It never looks at ``request.user``, so it can run
+    before authentication and count the failed attempts too."""
+
+    scope = "token"
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
-class UserThrottle(ScopedRateThrottle):
-    """DRF's scoped throttle (per user, per address when anonymous), its rate read when each request is
-    checked, so ``DEFAULT_THROTTLE_RATES`` can change at run time (and in tests)."""
-
-    def get_rate(self) -> str | None:
-        return cast(str | None, api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or ""))
+class UserThrottle(_LiveRate, ScopedRateThrottle):
+    """DRF's scoped throttle (per user, per address when anonymous), its rate read live."""
 
 
 class TokenView(APIView):
