@@ -21,9 +21,10 @@ from typing import Any
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
-from django.template.loader import render_to_string, select_template
+from django.template.loader import render_to_string
 
 from delivery.base import DeliveryMethod, DeliveryResult, Message
+from delivery.templates import text_render
 
 _TRANSIENT_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, ConnectionError, OSError)
 
@@ -55,11 +56,12 @@ class EmailMethod(DeliveryMethod):
     supports_digest = True
 
     def render(self, message: Message) -> tuple[str, str, str | None]:
-        """``(subject, text, html or None)``; raises Django template errors."""
+        """``(subject, text, html or None)``: the subject and text unescaped (plain text), the HTML escaped by
+        Django's autoescaping; raises Django template errors."""
         d = message.template_dir
         context: dict[str, Any] = {**message.context, "title": message.title, "body": message.body}
-        subject = select_template([f"{d}/email_subject.txt", f"{d}/title.txt"]).render(context)
-        text = select_template([f"{d}/email_body.txt", f"{d}/body.txt"]).render(context)
+        subject = text_render([f"{d}/email_subject.txt", f"{d}/title.txt"], context)
+        text = text_render([f"{d}/email_body.txt", f"{d}/body.txt"], context)
         try:
             html: str | None = render_to_string(f"{d}/body.html", context)
         except TemplateDoesNotExist:

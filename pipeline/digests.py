@@ -13,14 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.template.loader import get_template
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome, Recipient
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow
-from pipeline.services import TEXT_ENGINE, claimable, deliveries_pending, lease_until
+from pipeline.services import claimable, deliveries_pending, lease_until, text_render
 
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 DIGEST_TEMPLATE_DIR = "notiflow/digest"
@@ -103,8 +102,8 @@ def digest_message(*, window: DigestWindow, deliveries: list[Delivery]) -> Messa
         "items": items,
         "recipient": {"id": user.pk, "username": user.get_username()},
     }
-    title = get_template(f"{DIGEST_TEMPLATE_DIR}/title.txt", using=TEXT_ENGINE).render(context).strip()
-    body = get_template(f"{DIGEST_TEMPLATE_DIR}/body.txt", using=TEXT_ENGINE).render(context).strip()
+    title = text_render(f"{DIGEST_TEMPLATE_DIR}/title.txt", context)
+    body = text_render(f"{DIGEST_TEMPLATE_DIR}/body.txt", context)
     return Message(
         delivery_id=None,
         notification_id=None,

@@ -13,10 +13,10 @@ from typing import Any
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
-from django.template.loader import get_template
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from delivery.templates import text_render as delivery_text_render
 from delivery.websocket import read_state_push
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
@@ -24,8 +24,6 @@ from pipeline.deadletters import dead_letter_record
 from pipeline.exceptions import ClaimLost
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.selectors import UNREAD, notification_payload, notifications_unread_count
-
-TEXT_ENGINE = "notiflow_text"  # the template engine with autoescape off, for .txt templates
 
 
 def event_context(*, event: Event, recipient: Any) -> dict[str, Any]:
@@ -94,7 +92,7 @@ class ReadWatch(dict[str, Any]):
 
 def text_render(template_name: str, context: Mapping[str, Any]) -> str:
     """Render a plain-text template (no HTML escaping) with ``context``, stripped; raises template errors."""
-    return get_template(template_name, using=TEXT_ENGINE).render(dict(context)).strip()
+    return delivery_text_render(template_name, context).strip()
 
 
 def message_build(*, delivery_id: int, notification: Notification, recipient: Any, event: Event) -> Message:

@@ -178,3 +178,28 @@ def test_notifications_emitted_while_bob_is_cut_off_arrive_once_after_he_reconne
     assert len(resumed) == 1 and resumed[0]["recovered"] is True
     assert sorted(n["id"] for n in resumed[0]["notifications"]) == sorted(missed)
     bob.page.screenshot(path=artifact("bob-after-reconnect.png"))
+
+
+def test_markup_and_non_latin_text_show_as_written_pushed_and_after_a_reload(
+    new_context: Callable[[], BrowserContext], sign_in: Callable[..., Inbox], world: dict[str, Any]
+) -> None:
+    from webapp.gallery.services import critique_create
+
+    users, heron = world["users"], world["artworks"]["bob"]
+    tricky = 'Tom & Jerry\'s "<b>bold</b>" <img src=x onerror="window.pwned=1"> Ωμέγα 漢字'
+    users["alice"].username = 'o\'neil<&>"Zoë"'  # not a valid username for the sign-up form, but a model allows it
+    users["alice"].save(update_fields=["username"])
+    bob = sign_in(new_context(), "bob")
+
+    critique_create(author=users["alice"], artwork=heron, text=tricky)
+
+    item = bob.page.locator("#list li[data-id]").first
+    for page_state in ("pushed", "reloaded"):
+        expect(item.locator("strong")).to_have_text(
+            f"{users['alice'].username} critiqued your artwork “Blue Heron at Dusk”"
+        )
+        expect(item.locator("p")).to_have_text(f"{users['alice'].username} wrote: “{tricky}”")
+        assert item.locator("b, img").count() == 0, page_state
+        assert bob.page.evaluate("window.pwned") is None, page_state
+        bob.page.reload()
+        expect(bob.page.locator("#status")).to_have_text("open", timeout=10_000)

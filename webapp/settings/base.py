@@ -67,14 +67,6 @@ TEMPLATES = [
         "APP_DIRS": True,
         "OPTIONS": {"context_processors": _TEMPLATE_CONTEXT},
     },
-    {
-        # Plain-text templates (titles, email text): no HTML escaping.
-        "NAME": "notiflow_text",
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
-        "APP_DIRS": True,
-        "OPTIONS": {"autoescape": False},
-    },
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}

@@ -1,9 +1,11 @@
 import smtplib
+from email import message_from_bytes, policy
 
 import pytest
+from django.utils.html import escape
 
-from delivery.base import Outcome
-from delivery.email import classify_smtp_error
+from delivery.base import Message, Outcome, Recipient
+from delivery.email import EmailMethod, classify_smtp_error
 
 
 @pytest.mark.parametrize(
@@ -21,3 +23,62 @@ from delivery.email import classify_smtp_error
 )
 def test_smtp_failures_are_classified(exc, outcome):
     assert classify_smtp_error(exc).outcome is outcome
+
+
+# Markup characters and non-Latin text, in the event's data and in usernames (issue 10).
+TRICKY = 'Tom & Jerry\'s "<b>bold</b>" Ωμέγα 漢字'
+TRICKY_NAME = 'o\'neil<&>"Zoë"'
+
+
+def tricky_message(template_dir: str = "notiflow/events/critique_created") -> Message:
+    return Message(
+        delivery_id=1,
+        notification_id=1,
+        event_type="critique.created",
+        category="critiques",
+        recipient=Recipient(id=2, username=TRICKY_NAME, email="bob@example.com"),
+        title="unused",
+        body="unused",
+        template_dir=template_dir,
+        context={
+            "data": {"artwork_title": TRICKY, "excerpt": TRICKY},
+            "actor": {"id": 1, "username": TRICKY_NAME},
+            "recipient": {"id": 2, "username": TRICKY_NAME},
+        },
+    )
+
+
+def test_subject_and_text_are_plain_text_and_only_the_html_is_escaped():
+    email = EmailMethod(alias="email", options={}).build(tricky_message())
+
+    assert email.subject == f"{TRICKY_NAME} critiqued your artwork “{TRICKY}”"
+    assert email.body == f"{TRICKY_NAME} wrote: “{TRICKY}”\n"
+    html = email.alternatives[0][0]
+    assert escape(TRICKY) in html and escape(TRICKY_NAME) in html
+    assert "<b>" not in html and TRICKY_NAME not in html
+    # and on the wire: the subject survives RFC 2047 encoding, the text part its transfer encoding.
+    parsed = message_from_bytes(email.message().as_bytes(), policy=policy.default)
+    # (a long subject is folded before its first RFC 2047 word, which a reader decodes to one leading space)
+    assert parsed["Subject"].strip() == email.subject
+    assert parsed.get_body(preferencelist=("plain",)).get_content() == email.body
+
+
+def test_a_digest_subject_and_text_are_not_escaped():
+    message = tricky_message("notiflow/digest")
+    message = Message(
+        **{
+            **message.__dict__,
+            "context": {
+                "frequency": "daily",
+                "count": 1,
+                "items": [{"title": TRICKY}],
+                "recipient": {"username": TRICKY_NAME},
+            },
+        }
+    )
+    subject, text, html = EmailMethod(alias="email", options={}).render(message)
+
+    assert subject == "Your daily digest: 1 new notification"
+    assert f"Hi {TRICKY_NAME}, here is what happened:" in text
+    assert f"- {TRICKY}" in text
+    assert html is not None and escape(TRICKY) in html and "<b>" not in html
