@@ -37,10 +37,31 @@ def window_closes_at(*, frequency: str, now: datetime) -> datetime:
     return start + period
 
 
+def _window_open_locked(*, user_id: int, method: str, frequency: str, closes_at: datetime) -> DigestWindow:
+    """The recipient's open window closing at ``closes_at``, or the first open one after it, created if
+    missing, its row locked until the transaction ends (``SELECT … FOR UPDATE``; call it in one).
+
+    The lock closes a race: without it an entry could be added to a window that
+    :func:`digests_claim_due` moved to ``sending`` between the status check and
+    the insert, after :func:`digest_window_claim` read its entries, and never be
+    sent. With it, the claim's ``UPDATE`` waits for the entry's commit, or the
+    append waits for the claim's and, seeing ``sending``, takes the next window.
+    """
+    while True:
+        window, _ = DigestWindow.objects.get_or_create(
+            user_id=user_id, method=method, frequency=frequency, closes_at=closes_at
+        )
+        window = DigestWindow.objects.select_for_update().get(pk=window.pk)
+        if window.status == DigestWindow.Status.OPEN:
+            return window
+        closes_at += PERIODS[frequency]  # already flushed: the next window takes it
+
+
 def digest_entries_append(*, delivery_ids: list[int]) -> int:
     """Add each queued digest delivery to its recipient's open window; return how many were added.
 
-    Idempotent: a delivery is in at most one window (unique entry per delivery).
+    Idempotent: a delivery is in at most one window (unique entry per delivery). An entry is never added to
+    a window being sent (see :func:`_window_open_locked`).
     """
     now = timezone.now()
     added = 0
@@ -50,14 +71,7 @@ def digest_entries_append(*, delivery_ids: list[int]) -> int:
     ):
         closes_at = window_closes_at(frequency=frequency, now=now)
         with transaction.atomic():
-            window, _ = DigestWindow.objects.get_or_create(
-                user_id=user_id, method=method, frequency=frequency, closes_at=closes_at
-            )
-            while window.status != DigestWindow.Status.OPEN:  # already flushed: the next window takes it
-                closes_at += PERIODS[frequency]
-                window, _ = DigestWindow.objects.get_or_create(
-                    user_id=user_id, method=method, frequency=frequency, closes_at=closes_at
-                )
+            window = _window_open_locked(user_id=user_id, method=method, frequency=frequency, closes_at=closes_at)
             try:
                 with transaction.atomic():
                     DigestEntry.objects.create(window=window, delivery_id=delivery_id)
