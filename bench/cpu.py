@@ -30,7 +30,7 @@ def _role(proc: psutil.Process, parent_cmd: str, parent_name: str) -> str:
         return "redis"
     if cmd.startswith("postgres") or "/bin/postgres" in cmd:
         return "postgres"
-    if "daphne" in cmd:
+    if "daphne" in cmd or "webapp.server" in cmd:
         return "web"
     if "mailsink" in cmd or "smtp" in cmd:
         return "smtp"

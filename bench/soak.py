@@ -166,7 +166,7 @@ def stack_processes(var_dir: Path) -> dict[str, int]:
             found[f"pool-{i}"] = pid
     for pid in descendants:
         _, comm, argv = tree[pid]
-        if "daphne" in (os.path.basename(a) for a in argv[:2]):
+        if "daphne" in (os.path.basename(a) for a in argv[:2]) or "webapp.server" in argv[:3]:
             found.setdefault("daphne", pid)
         elif comm == "redis-server":
             found.setdefault("redis", pid)

@@ -23,8 +23,8 @@ from webapp.tokens import token_issue
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-TRICKY = "Tom & Jerry's \"<b>bold</b>\" Ωμέγα 漢字"
-TRICKY_NAME = "o'neil<&>\"Zoë\""  # not a valid username for Django's form validator, but a model allows it
+TRICKY = 'Tom & Jerry\'s "<b>bold</b>" Ωμέγα 漢字'
+TRICKY_NAME = 'o\'neil<&>"Zoë"'  # not a valid username for Django's form validator, but a model allows it
 
 
 @pytest.fixture
