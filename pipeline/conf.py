@@ -51,6 +51,12 @@ Keys (defaults in :data:`DEFAULTS`):
       ``RS*``/``PS*``/``ES*`` with the key named by the token's ``kid`` in the
       JSON Web Key Set at ``JWKS_URL`` (Auth0, Clerk, Cognito, Keycloak...),
       fetched with PyJWT's ``PyJWKClient`` and cached ``JWKS_CACHE`` seconds.
+    - ``JWKS_MIN_REFETCH``: the fewest seconds between two fetches of the
+      JWKS. A token whose ``kid`` is not in the cached set triggers a refetch
+      (a rotated key), but until this long after the last fetch it is refused
+      without one, so made-up ``kid`` values cannot flood the identity
+      provider or hold up handshakes. 30, panva/jose's ``cooldownDuration``
+      default: a rotated key is accepted within half a minute of its first token.
     - ``ISSUER`` / ``AUDIENCE``: when set, the ``iss`` / ``aud`` claims must
       match (``AUDIENCE`` may be a list).
     - ``LEEWAY``: seconds of clock skew allowed on ``exp``/``iat``/``nbf``.
@@ -81,6 +87,22 @@ Keys (defaults in :data:`DEFAULTS`):
       worker) before it reads the missing ones from the database and sends
       them, in order; also how long after its last push a socket checks that
       no push after it was lost. 1.0 by default.
+    - ``MAX_SOCKETS_PER_USER``: open sockets one user may hold on each ASGI
+      process; one more is closed with 4409 at once, before it joins any
+      group. 20 by default: a person's tabs and devices, not a script's
+      thousands. Per process, so that it holds exactly, with no shared count
+      for a crashed process to leave behind; N processes allow N times it.
+    - ``USER_RATE`` / ``USER_BURST``: a token bucket per user and process,
+      shared by all the user's sockets there (40/s, bursts of 100): the
+      socket whose frame finds it empty is closed with 4429, so opening more
+      sockets does not raise a user's rate.
+    - ``REVALIDATE``: seconds between checks that each open socket's user is
+      still active (else 4403) and that the session it was opened with, by
+      cookie or by a ticket issued to it, is still signed in (else 4401).
+      60 by default: a deactivated user or a signed-out session loses its
+      sockets within that. Each check also renews the socket's channel-layer
+      group memberships when a quarter of the layer's ``group_expiry`` has
+      passed.
 ``RETRY``
     ``{"BACKOFF_BASE": seconds, "BACKOFF_CAP": seconds, "MAX_ATTEMPTS": int}``,
     the default retry policy of every delivery method (an entry in
@@ -156,6 +178,7 @@ DEFAULTS: dict[str, Any] = {
         "AUDIENCE": None,
         "JWKS_URL": None,
         "JWKS_CACHE": 300,
+        "JWKS_MIN_REFETCH": 30,
     },
     "WEBSOCKET": {
         "ALLOWED_ORIGINS": None,
@@ -165,6 +188,10 @@ DEFAULTS: dict[str, Any] = {
         "RESUME_LIMIT": 500,
         "TICKET_TTL": 30,
         "GAP_WAIT": 1.0,
+        "MAX_SOCKETS_PER_USER": 20,
+        "USER_RATE": 40.0,
+        "USER_BURST": 100,
+        "REVALIDATE": 60.0,
     },
     "OUTBOX_RELAY_AFTER": 30,
     "IDEMPOTENCY_WINDOW": 24 * 3600,

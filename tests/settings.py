@@ -71,6 +71,7 @@ NOTIFLOW["JWT"].update(
         "ROLES_CLAIM": "roles",
     }
 )
-# Browsers may connect from the test server's own host, on any port; anything else is foreign.
-NOTIFLOW["WEBSOCKET"] = {"ALLOWED_ORIGINS": ["localhost", "127.0.0.1"], "RESUME_LIMIT": 25}
+# Browsers may connect from the test server's own host, on any port; anything else is foreign. The relay
+# checks its sockets' users and sessions every second (a deactivated user's socket closes within it).
+NOTIFLOW["WEBSOCKET"] = {"ALLOWED_ORIGINS": ["localhost", "127.0.0.1"], "RESUME_LIMIT": 25, "REVALIDATE": 1.0}
 NOTIFLOW_DEMO_PAGE = True

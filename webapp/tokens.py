@@ -8,8 +8,10 @@ Two kinds of token are accepted, chosen by the token's ``alg`` header and
 - **RS*/PS*/ES*** from an identity provider (Auth0, Clerk, Cognito,
   Keycloak): the public key is the one named by the token's ``kid`` in the
   JSON Web Key Set at ``JWT["JWKS_URL"]``, fetched by PyJWT's
-  :class:`jwt.PyJWKClient` and cached for ``JWT["JWKS_CACHE"]`` seconds (a
-  ``kid`` not in the cache triggers one refetch, so key rotation works).
+  :class:`jwt.PyJWKClient` through a :class:`JWKSKeySource`: cached for
+  ``JWT["JWKS_CACHE"]`` seconds, refetched for a ``kid`` it does not hold (so
+  key rotation works) but at most once per ``JWT["JWKS_MIN_REFETCH"]``
+  seconds, so tokens with made-up ``kid`` values cost no request.
 
 ``exp`` is always required; ``iss`` and ``aud`` are checked when
 ``JWT["ISSUER"]``/``JWT["AUDIENCE"]`` are set. The user is the primary key in
@@ -19,12 +21,15 @@ set (a list of strings).
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 from pipeline.conf import notiflow_settings
 
@@ -38,25 +43,141 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token names: ``user_id``, ``roles`` from the token, and ``expires_at`` (epoch seconds)."""
+    """Who a credential names: ``user_id``, ``roles`` from the token, ``expires_at`` (epoch seconds), and the
+    ``session_key`` of the Django session it stands for (a ticket issued to a signed-in session), if any."""
 
     user_id: int
     roles: tuple[str, ...] = field(default=())
     expires_at: float | None = None
+    session_key: str | None = None
 
 
-_jwks_lock = threading.Lock()
-_jwks_clients: dict[tuple[str, int], jwt.PyJWKClient] = {}
+class JWKSKeySource:
+    """The signing keys of the JSON Web Key Set at ``url``, shared by every thread of the process.
+
+    PyJWT's :class:`jwt.PyJWKClient` fetches and parses the set; this class
+    decides when to fetch, because ``PyJWKClient`` refetches for every ``kid``
+    it does not hold: tokens with made-up ``kid`` values would each cost an
+    HTTP request. Here:
+
+    - the set is used for ``lifespan`` seconds, then fetched again by the next lookup;
+    - a fetch starts at most once per ``min_refetch`` seconds, whatever the
+      lookups: until then a ``kid`` missing from the set last fetched is
+      refused without a request (the negative cache), and a failed fetch is not
+      retried; the keys fetched last stay in use meanwhile;
+    - one fetch at a time: a lookup that needs a fetch while one is under way
+      waits for its result (up to ``timeout`` seconds) instead of starting another;
+      a ``kid`` the set holds is answered at once, even from a set past its
+      ``lifespan`` while its refetch is under way.
+
+    The cooldown is jose's (panva/jose ``createRemoteJWKSet``: ``cooldownDuration``,
+    30 s by default, "after a successful fetch before a missing key can trigger
+    another fetch"); here a failed fetch starts it too.
+    """
+
+    def __init__(self, url: str, *, lifespan: float, min_refetch: float, timeout: int = 5) -> None:
+        """``lifespan``, ``min_refetch`` and ``timeout`` in seconds; raises :class:`ValueError` if ``lifespan``
+        or ``timeout`` is not positive or ``min_refetch`` is negative."""
+        if lifespan <= 0 or timeout <= 0 or min_refetch < 0:
+            raise ValueError(
+                f"JWKS lifespan and timeout must be positive and the minimum refetch interval not negative "
+                f"(got {lifespan}, {timeout} and {min_refetch} seconds)"
+            )
+        self.url = url
+        self.lifespan = float(lifespan)
+        self.min_refetch = float(min_refetch)
+        self.timeout = timeout
+        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=timeout)
+        self._lock = threading.Lock()
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")  # time.monotonic() of the last successful fetch
+        self._attempted_at = float("-inf")  # ... and of the start of the last fetch, successful or not
+        self._fetch_error: str | None = None  # why the last fetch failed, if it did
+        self._fetch_done: threading.Event | None = None  # set when the fetch under way ends
+
+    def signing_key(self, kid: str) -> jwt.PyJWK:
+        """The signing key ``kid`` names.
+
+        Blocking: may fetch the set over HTTP (``timeout`` seconds) or wait for
+        another thread's fetch. Raises :class:`jwt.PyJWKClientError` when the
+        set has no such key or none could be fetched (the message says which).
+        """
+        with self._lock:
+            now = time.monotonic()
+            key = self._keys.get(kid)
+            may_fetch = now - self._attempted_at >= self.min_refetch
+            fresh = now - self._fetched_at < self.lifespan
+            if key is not None and (fresh or not may_fetch or self._fetch_done is not None):
+                return key
+            done = self._fetch_done
+            if done is None and may_fetch:
+                done = self._fetch_done = threading.Event()
+                self._attempted_at = now
+                fetching = True
+            elif done is None:
+                raise self._missing(kid)
+            else:
+                fetching = False
+        if fetching:
+            self._fetch(done)
+        else:
+            done.wait(self.timeout)
+        with self._lock:
+            key = self._keys.get(kid)
+            if key is None:
+                raise self._missing(kid)
+            return key
+
+    def _fetch(self, done: threading.Event) -> None:
+        """Fetch the set and make it current; on failure keep the current one and remember why. Wakes the waiters."""
+        keys: dict[str, jwt.PyJWK] | None = None
+        error: str | None = None
+        try:
+            keys = {str(k.key_id): k for k in self._client.get_signing_keys(refresh=True)}
+        # Unreachable, cut off mid-answer (urllib leaves errors after the request unwrapped), not JSON, no key.
+        except (jwt.PyJWTError, OSError, http.client.HTTPException, ValueError) as exc:
+            error = str(exc) or type(exc).__name__
+        finally:
+            with self._lock:
+                if keys is not None:
+                    self._keys, self._fetched_at = keys, time.monotonic()
+                self._fetch_error = error
+                self._fetch_done = None
+            done.set()
+
+    def _missing(self, kid: str) -> jwt.PyJWKClientError:
+        why = f"; the last JWKS fetch failed: {self._fetch_error}" if self._fetch_error else ""
+        return jwt.PyJWKClientError(f'Unable to find a signing key that matches: "{kid}"{why}')
 
 
-def _jwks_client(url: str, lifespan: int) -> jwt.PyJWKClient:
-    """One cached :class:`jwt.PyJWKClient` per (URL, lifespan), shared by every thread."""
-    with _jwks_lock:
-        client = _jwks_clients.get((url, lifespan))
-        if client is None:
-            client = jwt.PyJWKClient(url, cache_keys=True, lifespan=lifespan, timeout=5)
-            _jwks_clients[(url, lifespan)] = client
-        return client
+_sources_lock = threading.Lock()
+_sources: dict[tuple[str, float, float], JWKSKeySource] = {}
+
+
+def _jwks_source(url: str, lifespan: float, min_refetch: float) -> JWKSKeySource:
+    """One :class:`JWKSKeySource` per (URL, lifespan, minimum refetch interval), shared by every thread.
+
+    Raises :class:`ImproperlyConfigured` if ``JWKS_CACHE`` or ``JWKS_MIN_REFETCH`` is out of range.
+    """
+    with _sources_lock:
+        source = _sources.get((url, lifespan, min_refetch))
+        if source is None:
+            try:
+                source = JWKSKeySource(url, lifespan=lifespan, min_refetch=min_refetch)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"NOTIFLOW['JWT']['JWKS_CACHE'/'JWKS_MIN_REFETCH']: {exc}") from exc
+            _sources[(url, lifespan, min_refetch)] = source
+        return source
+
+
+def _forget_sources(*, setting: str, **kwargs: Any) -> None:
+    """A test changed ``NOTIFLOW``: start from empty key sets (a new test server may reuse a port, hence a URL)."""
+    if setting == "NOTIFLOW":
+        with _sources_lock:
+            _sources.clear()
+
+
+setting_changed.connect(_forget_sources)
 
 
 def token_issue(*, user_id: int, ttl: int | None = None, roles: list[str] | None = None) -> str:
@@ -89,8 +210,11 @@ def token_issue(*, user_id: int, ttl: int | None = None, roles: list[str] | None
 def token_verify(token: str) -> Identity:
     """The :class:`Identity` a valid token names; raises :class:`InvalidToken` otherwise.
 
-    Blocking: the first token signed with a new ``kid`` fetches the JWKS over
-    HTTP (5 s timeout). Call it from a thread in async code.
+    Blocking: a token signed with a ``kid`` not cached may fetch the JWKS over
+    HTTP (5 s timeout), or wait for another thread's fetch (see
+    :class:`JWKSKeySource`). Call it from a thread in async code, not the one
+    that serves the process's database calls. Raises
+    :class:`~django.core.exceptions.ImproperlyConfigured` for JWKS settings out of range.
     """
     conf = notiflow_settings.JWT
     allowed = list(conf["ALGORITHMS"])
@@ -103,7 +227,11 @@ def token_verify(token: str) -> Identity:
         if algorithm in SHARED_SECRET_ALGORITHMS:
             key = conf["SECRET"]
         elif conf["JWKS_URL"]:
-            key = _jwks_client(conf["JWKS_URL"], int(conf["JWKS_CACHE"])).get_signing_key_from_jwt(token).key
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise InvalidToken("the token's header names no key ('kid')")
+            source = _jwks_source(conf["JWKS_URL"], float(conf["JWKS_CACHE"]), float(conf["JWKS_MIN_REFETCH"]))
+            key = source.signing_key(kid).key
         else:
             raise InvalidToken(f"algorithm {algorithm!r} needs JWT['JWKS_URL'], which is not set")
         required = ["exp", str(conf["USER_CLAIM"])]

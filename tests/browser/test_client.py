@@ -331,7 +331,8 @@ def test_backoff_is_full_jitter_capped(page: Page) -> None:
     assert got["low"] == 0
 
 
-def test_reconnect_waits_grow_and_a_rate_limited_close_waits_at_least_half_the_cap(page: Page) -> None:
+@pytest.mark.parametrize("code", [4429, 4409])  # over the rate; too many sockets of this user
+def test_reconnect_waits_grow_and_a_rate_limited_close_waits_at_least_half_the_cap(page: Page, code: int) -> None:
     got = run(
         page,
         """
@@ -345,11 +346,11 @@ def test_reconnect_waits_grow_and_a_rate_limited_close_waits_at_least_half_the_c
         }
         await until(() => FakeSocket.all.length === 4);
         FakeSocket.last.receive({ type: "hello", user_id: 7, unread_count: 0, cursor: 0, recent: [] });
-        FakeSocket.last.drop(4429);
+        FakeSocket.last.drop(CODE);
         await until(() => FakeSocket.all.length === 5);
         waits.push(FakeSocket.all[4].createdAt - FakeSocket.all[3].droppedAt);
         return waits;
-        """,
+        """.replace("CODE", str(code)),
     )
     first, second, rate_limited = got
     assert 15 <= first < 20 + 50

@@ -5,6 +5,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import jwt
 import pytest
@@ -82,6 +83,35 @@ def test_rs256_and_es256_tokens_from_the_identity_providers_jwks_are_accepted(st
     token = IDENTITY_PROVIDER.token(sub=users["bob"].pk, kid=kid)
     hello = asyncio.run(first_frame(f"{stack.ws_url}/ws/notifications/", token=token))
     assert (hello["type"], hello["user_id"]) == ("hello", users["bob"].pk)
+
+
+def test_junk_kids_cost_at_most_one_jwks_fetch_and_do_not_hold_up_a_valid_handshake(stack, users):
+    """Twenty handshakes with tokens naming unknown ``kid`` values, at once, against a JWKS that takes 0.25 s an
+    answer: at most one fetch between them, and a valid client connects meanwhile. Handled one after another, with
+    a fetch each, the junk would hold the valid client up for 20 x 0.25 = 5 s; the bound is 2 s."""
+    url = f"{stack.ws_url}/ws/notifications/"
+    run = uuid.uuid4().hex[:8]
+    junk = [IDENTITY_PROVIDER.token(sub=users["bob"].pk, header_kid=f"junk-{run}-{n}") for n in range(20)]
+    valid = IDENTITY_PROVIDER.token(sub=users["carol"].pk, kid="rsa-1")
+
+    async def storm():
+        junk_codes = [asyncio.create_task(close_code(url, token=token)) for token in junk]
+        await asyncio.sleep(0.2)  # the junk handshakes reach daphne first
+        started = time.monotonic()
+        hello = await first_frame(url, token=valid)
+        took = time.monotonic() - started
+        return hello, took, await asyncio.gather(*junk_codes)
+
+    before = IDENTITY_PROVIDER.requests
+    IDENTITY_PROVIDER.delay = 0.25
+    try:
+        hello, took, codes = asyncio.run(storm())
+    finally:
+        IDENTITY_PROVIDER.delay = 0.0
+    assert codes == [4401] * 20
+    assert IDENTITY_PROVIDER.requests - before <= 1
+    assert (hello["type"], hello["user_id"]) == ("hello", users["carol"].pk)
+    assert took < 2.0, f"the valid handshake took {took:.2f} s"
 
 
 def test_the_authorization_header_and_the_session_cookie_authenticate(stack, users):

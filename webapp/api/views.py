@@ -141,7 +141,10 @@ class TicketView(APIView):
     throttle_scope = "ws-ticket"
 
     def post(self, request: Request) -> Response:
-        identity = request.auth if isinstance(request.auth, Identity) else Identity(user_id=_user_id(request))
+        if isinstance(request.auth, Identity):  # a Bearer token
+            identity = request.auth
+        else:  # the session: its socket closes when the session signs out
+            identity = Identity(user_id=_user_id(request), session_key=request.session.session_key)
         try:
             ticket, ttl = ticket_issue(identity=identity)
         except redis.RedisError:

@@ -20,7 +20,10 @@ authenticates), ``scope["roles"]`` (the user's Django group names, plus the
 token's ``ROLES_CLAIM``), ``scope["auth_source"]`` (``"ticket"``,
 ``"subprotocol"``, ``"header"``, ``"query"``, ``"session"`` or ``None``),
 ``scope["auth_expires_at"]`` (epoch seconds, or ``None``: the socket is closed
-with 4401 then) and ``scope["auth_error"]`` (why a credential was refused).
+with 4401 then), ``scope["auth_session_key"]`` (the Django session the socket
+stands for, by its cookie or a ticket issued to it, or ``None``; the relay
+closes the socket with 4401 when it signs out) and ``scope["auth_error"]``
+(why a credential was refused).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
@@ -76,18 +80,28 @@ def _user_and_roles(user_id: int) -> tuple[Any, list[str]]:
     return user, sorted(g.name for g in user.groups.all())
 
 
-@sync_to_async
-def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
-    """The ``user``, ``roles``, ``auth_source``, ``auth_expires_at`` and ``auth_error`` of a handshake.
+# Token verification may fetch the JWKS over HTTP and a ticket is redeemed in Redis: both run in threads of the
+# default pool (thread_sensitive=False), not on the one thread that serves every database_sync_to_async call of
+# the process, where one slow identity provider would hold up every handshake and consumer behind it.
+_token_verify = sync_to_async(token_verify, thread_sensitive=False)
+_ticket_redeem = sync_to_async(ticket_redeem, thread_sensitive=False)
+_user_and_roles_read = database_sync_to_async(_user_and_roles)
 
-    Runs in a thread: a ticket is redeemed in Redis, a JWKS may be fetched,
-    the user is read from the database.
+
+async def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
+    """The ``user``, ``roles``, ``auth_source``, ``auth_expires_at``, ``auth_session_key`` and ``auth_error`` of a
+    handshake.
+
+    A ticket is redeemed in Redis and a token verified (a JWKS may be
+    fetched) in a thread of the default pool; the user is read from the
+    database through ``database_sync_to_async``.
     """
     found: dict[str, Any] = {
         "user": AnonymousUser(),
         "roles": [],
         "auth_source": None,
         "auth_expires_at": None,
+        "auth_session_key": None,
         "auth_error": None,
     }
     credential = credential_from_scope(scope)
@@ -97,27 +111,32 @@ def authenticate(scope: dict[str, Any]) -> dict[str, Any]:
         found["auth_source"] = source
         try:
             if kind == "ticket":
-                identity = ticket_redeem(value)
+                identity = await _ticket_redeem(value)
                 if identity is None:
                     found["auth_error"] = "unknown, expired or already used ticket"
             else:
-                identity = token_verify(value)
+                identity = await _token_verify(value)
         except InvalidToken as exc:
             found["auth_error"] = f"invalid token: {exc}"
         except RedisError as exc:
             found["auth_error"] = f"tickets unavailable: {type(exc).__name__}"
     else:
-        session_user = scope.get("user")
+        session_user = scope.get("user")  # resolved by Channels' AuthMiddleware already: no query here
         if session_user is not None and session_user.is_authenticated:
-            identity = Identity(user_id=int(session_user.pk))
+            identity = Identity(user_id=int(session_user.pk), session_key=scope["session"].session_key)
             found["auth_source"] = "session"
     if identity is None:
         return found
-    user, groups = _user_and_roles(identity.user_id)
+    user, groups = await _user_and_roles_read(identity.user_id)
     if not user.is_authenticated:
         found["auth_error"] = "the user does not exist or is inactive"
         return found
-    found.update(user=user, roles=sorted(set(groups) | set(identity.roles)), auth_expires_at=identity.expires_at)
+    found.update(
+        user=user,
+        roles=sorted(set(groups) | set(identity.roles)),
+        auth_expires_at=identity.expires_at,
+        auth_session_key=identity.session_key,
+    )
     return found
 
 

@@ -12,9 +12,12 @@ client → server
   ``ping``, ``mark_read``, ``mark_seen``, ``resume`` (see
   :mod:`webapp.realtime.frames`).
 close codes
-  4401 no valid credential, or the token expired while the socket was open;
-  4403 the path names another user; 4413 a frame over ``MAX_FRAME_BYTES``;
-  4429 over the rate limit (a token bucket per socket).
+  4401 no valid credential, the token expired while the socket was open, or
+  the session it was opened with signed out; 4403 the path names another
+  user, or the user was deactivated; 4409 the user has ``MAX_SOCKETS_PER_USER``
+  sockets open on this process already; 4413 a frame over
+  ``MAX_FRAME_BYTES``; 4429 over the rate limit (a token bucket per socket,
+  and one per user shared by the user's sockets on this process).
 
 Every handler of one socket runs in turn (Channels dispatches one message at
 a time per consumer), so a resume is always sent complete before any push
@@ -28,7 +31,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -49,13 +52,16 @@ from pipeline.selectors import (
 from pipeline.services import notifications_mark
 from webapp.realtime.auth import SUBPROTOCOL
 from webapp.realtime.frames import FrameError, TokenBucket, frame_parse
+from webapp.realtime.revalidation import sockets_revoked
 from webapp.realtime.stream import PushStream
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLOSE_NORMAL = 1000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY_SOCKETS = 4409
 CLOSE_TOO_LARGE = 4413
 CLOSE_RATE_LIMITED = 4429
 
@@ -106,14 +112,9 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         limits = notiflow_settings.WEBSOCKET
-        if self.bucket is None:
-            self.bucket = TokenBucket(rate=float(limits["RATE"]), burst=float(limits["BURST"]))
-        if not self.bucket.take():
-            await self.close_with(
-                CLOSE_RATE_LIMITED,
-                "rate_limited",
-                f"More than {limits['RATE']} frames per second (bursts of {limits['BURST']}).",
-            )
+        over = self.over_rate(limits)
+        if over is not None:
+            await self.close_with(CLOSE_RATE_LIMITED, "rate_limited", over)
             return
         size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode("utf-8", "surrogatepass"))
         if size > int(limits["MAX_FRAME_BYTES"]):
@@ -136,6 +137,14 @@ class JsonFrameConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("handling a %r frame failed", frame["type"])
             await self.send_error("server_error", "The server could not handle this frame; it was logged.")
+
+    def over_rate(self, limits: dict[str, Any]) -> str | None:
+        """Spend a token for one frame: ``None``, or why the socket is over its rate (it is closed with 4429)."""
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate=float(limits["RATE"]), burst=float(limits["BURST"]))
+        if not self.bucket.take():
+            return f"More than {limits['RATE']} frames per second (bursts of {limits['BURST']})."
+        return None
 
     async def frame_ping(self, frame: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"} if frame["id"] is None else {"type": "pong", "id": frame["id"]})
@@ -226,14 +235,97 @@ class _QuietCheck:
                     consumer.fill_soon()
 
 
-_quiet_checks: dict[asyncio.AbstractEventLoop, _QuietCheck] = {}
+_revoked = database_sync_to_async(sockets_revoked)
+
+
+class _Sockets:
+    """The relay's open sockets on one event loop (an ASGI process runs one), by user: the cap on a user's
+    sockets, the user's token bucket shared by them, and a check every ``REVALIDATE`` seconds (sooner when
+    the channel layer's ``group_expiry`` asks) that closes the sockets whose credentials were revoked
+    (:mod:`webapp.realtime.revalidation`) and renews the others' group memberships when due."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[int, set[NotificationConsumer]] = {}
+        self.buckets: dict[int, TokenBucket] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def admit(self, consumer: NotificationConsumer) -> bool:
+        """Count ``consumer`` as open, unless its user has ``MAX_SOCKETS_PER_USER`` open here already."""
+        sockets = self.by_user.setdefault(consumer.user_id, set())
+        if len(sockets) >= int(notiflow_settings.WEBSOCKET["MAX_SOCKETS_PER_USER"]):
+            return False
+        sockets.add(consumer)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+        return True
+
+    def discard(self, consumer: NotificationConsumer) -> None:
+        sockets = self.by_user.get(consumer.user_id)
+        if sockets is None:
+            return
+        sockets.discard(consumer)
+        if not sockets:
+            del self.by_user[consumer.user_id]
+            self.buckets.pop(consumer.user_id, None)
+
+    def take(self, user_id: int, limits: dict[str, Any]) -> bool:
+        """Spend one of ``user_id``'s tokens (``USER_RATE`` per second, ``USER_BURST`` at most)."""
+        bucket = self.buckets.get(user_id)
+        if bucket is None:
+            bucket = self.buckets[user_id] = TokenBucket(
+                rate=float(limits["USER_RATE"]), burst=float(limits["USER_BURST"])
+            )
+        return bucket.take()
+
+    @staticmethod
+    def interval(layer: Any) -> float:
+        """Seconds between checks: ``REVALIDATE``, or a quarter of the layer's ``group_expiry`` if shorter."""
+        interval = float(notiflow_settings.WEBSOCKET["REVALIDATE"])
+        expiry = getattr(layer, "group_expiry", None)
+        return min(interval, expiry / 4) if expiry else interval
+
+    async def _run(self) -> None:
+        while self.by_user:
+            consumers = [c for sockets in self.by_user.values() for c in sockets]
+            await asyncio.sleep(self.interval(consumers[0].channel_layer))
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("revalidating %d sockets failed; trying again", len(consumers))
+
+    async def check(self) -> None:
+        """Close every socket whose credentials were revoked; renew the others' groups when a quarter of the
+        layer's ``group_expiry`` has passed since they last joined."""
+        consumers = [c for sockets in self.by_user.values() for c in sockets if not c.closing]
+        revoked = await _revoked([(c.user_id, c.session_key) for c in consumers])
+        for consumer in consumers:
+            reason = revoked.get((consumer.user_id, consumer.session_key))
+            if reason is not None:
+                await consumer.close_with(reason.code, reason.error, reason.detail)
+                continue
+            expiry = getattr(consumer.channel_layer, "group_expiry", None)
+            if expiry and not consumer.closing and time.monotonic() - consumer.groups_renewed >= expiry / 4:
+                await consumer.groups_renew()
+
+
+_per_loop: dict[tuple[asyncio.AbstractEventLoop, type], Any] = {}
+
+
+def _on_this_loop(kind: type[T]) -> T:
+    """The one ``kind()`` of the running event loop (made on first use; those of closed loops are dropped)."""
+    loop = asyncio.get_running_loop()
+    for known in [k for k in _per_loop if k[0].is_closed()]:
+        del _per_loop[known]
+    found: T = _per_loop.setdefault((loop, kind), kind())
+    return found
 
 
 def _quiet_check() -> _QuietCheck:
-    loop = asyncio.get_running_loop()
-    for known in [k for k in _quiet_checks if k.is_closed()]:
-        del _quiet_checks[known]
-    return _quiet_checks.setdefault(loop, _QuietCheck())
+    return _on_this_loop(_QuietCheck)
+
+
+def _sockets() -> _Sockets:
+    return _on_this_loop(_Sockets)
 
 
 _mark = database_sync_to_async(notifications_mark)
@@ -258,6 +350,9 @@ class NotificationConsumer(JsonFrameConsumer):
     timer: asyncio.TimerHandle | None = None
     timer_for_gap = False
     fill_task: asyncio.Task[None] | None = None
+    admitted = False  # counted in this process' _Sockets
+    session_key: str | None = None  # the session the socket was opened with (cookie or ticket), if any
+    groups_renewed = 0.0  # time.monotonic() of the last group_add
 
     async def connect(self) -> None:
         self.groups_joined, self.stream, self.stream_lock = [], PushStream(), asyncio.Lock()
@@ -279,11 +374,18 @@ class NotificationConsumer(JsonFrameConsumer):
                 await self.close_with(CLOSE_UNAUTHENTICATED, "token_expired", "The token has expired.")
                 return
             self.expiry = asyncio.ensure_future(self._expire(expires_at))
+        self.session_key = self.scope.get("auth_session_key")
+        if not _sockets().admit(self):
+            limit = notiflow_settings.WEBSOCKET["MAX_SOCKETS_PER_USER"]
+            await self.close_with(
+                CLOSE_TOO_MANY_SOCKETS, "too_many_sockets", f"This user has {limit} sockets open here already."
+            )
+            return
+        self.admitted = True
         self.groups_joined = [user_group(self.user_id), BROADCAST_GROUP] + [
             role_group(name) for name in self.scope.get("roles", [])
         ]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.groups_renew()
         # Counted as connected before the hello is read: a notification committed before that read is in the
         # hello; one committed after it finds this socket counted and is pushed (see delivery.websocket).
         await presence_join(self.user_id)
@@ -314,6 +416,23 @@ class NotificationConsumer(JsonFrameConsumer):
         await asyncio.sleep(max(0.0, expires_at - time.time()))
         await self.close_with(CLOSE_UNAUTHENTICATED, "token_expired", "The token has expired; connect with a new one.")
 
+    async def groups_renew(self) -> None:
+        """Join (again) every group of this socket: a membership lapses after the channel layer's
+        ``group_expiry`` seconds unless renewed, so that one left behind by a crashed process goes."""
+        self.groups_renewed = time.monotonic()
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        if self.closing:  # disconnect() ran meanwhile (a renewal runs beside the socket's own handlers)
+            for group in self.groups_joined:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    def over_rate(self, limits: dict[str, Any]) -> str | None:
+        """The socket's bucket, then the user's, shared by all the user's sockets on this process."""
+        over = super().over_rate(limits)
+        if over is None and self.admitted and not _sockets().take(self.user_id, limits):
+            over = f"This user's sockets send more than {limits['USER_RATE']} frames per second together."
+        return over
+
     async def disconnect(self, code: int) -> None:
         self.closing = True
         if self.expiry is not None:
@@ -321,6 +440,9 @@ class NotificationConsumer(JsonFrameConsumer):
         if self.timer is not None:
             self.timer.cancel()
         _quiet_check().discard(self)
+        if self.admitted:
+            self.admitted = False
+            _sockets().discard(self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.present:

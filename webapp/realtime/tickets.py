@@ -6,9 +6,11 @@ seconds and for one handshake only. The browser offers it as the
 subprotocol ``ticket.<ticket>`` (or ``?ticket=``); the relay redeems it with
 Redis ``GETDEL``, so a ticket copied from an access log or replayed is
 already spent. Only the ticket's SHA-256 is stored, under
-``notiflow:ticket:<hex>``, with the user id, the user's token roles and the
+``notiflow:ticket:<hex>``, with the user id, the user's token roles, the
 expiry of the credential it was issued against (a socket opened with a
-ticket closes when the JWT behind it would have expired).
+ticket closes when the JWT behind it would have expired) and, for a ticket
+issued to a signed-in session, that session's key (the socket closes when
+the session signs out).
 
 Browsers cannot set an ``Authorization`` header on a WebSocket; a
 short-lived, single-use credential is the usual answer (Slack's
@@ -48,7 +50,12 @@ def ticket_issue(*, identity: Identity) -> tuple[str, int]:
     """
     ttl = int(notiflow_settings.WEBSOCKET["TICKET_TTL"])
     ticket = secrets.token_urlsafe(32)
-    value = {"user_id": identity.user_id, "roles": list(identity.roles), "expires_at": identity.expires_at}
+    value = {
+        "user_id": identity.user_id,
+        "roles": list(identity.roles),
+        "expires_at": identity.expires_at,
+        "session_key": identity.session_key,
+    }
     _redis().set(_key(ticket), json.dumps(value), ex=ttl)
     return ticket, ttl
 
@@ -65,4 +72,9 @@ def ticket_redeem(ticket: str) -> Identity | None:
     if raw is None:
         return None
     value = json.loads(raw)
-    return Identity(user_id=int(value["user_id"]), roles=tuple(value["roles"]), expires_at=value["expires_at"])
+    return Identity(
+        user_id=int(value["user_id"]),
+        roles=tuple(value["roles"]),
+        expires_at=value["expires_at"],
+        session_key=value.get("session_key"),
+    )

@@ -112,10 +112,22 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # celeryconfig refuses a value not longer than the longest retry countdown.
 BROKER_VISIBILITY_TIMEOUT = env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)
 CHANNEL_LAYER_REDIS_URL = env("CHANNEL_LAYER_REDIS_URL", default=urlsplit(REDIS_URL)._replace(path="/1").geturl())
+# In production give the channel layer a Redis of its own (README, "Security"): a flood of sockets then
+# cannot take connections or memory from the Celery broker.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL], "capacity": 1500, "expiry": 60},
+        # channels_redis with a bounded connection pool per event loop (delivery/layers.py).
+        "BACKEND": "delivery.layers.BoundedRedisChannelLayer",
+        "CONFIG": {
+            "hosts": [CHANNEL_LAYER_REDIS_URL],
+            "capacity": 1500,
+            "expiry": 60,
+            # Seconds a socket stays a group member without renewing it; sockets renew every quarter of it,
+            # so a member left behind by a crashed process is gone within this (channels_redis: 86,400).
+            "group_expiry": env.int("CHANNEL_LAYER_GROUP_EXPIRY", default=3600),
+            "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=50),  # per event loop
+            "pool_timeout": 10,  # seconds a command waits for a free connection
+        },
     }
 }
 

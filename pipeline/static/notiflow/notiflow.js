@@ -42,7 +42,8 @@
  * Jitter", AWS Architecture Blog, 2015): a wait of `random(0, min(cap, base * 2**n))`
  * after the n-th consecutive failure (n from 0), reset by a `hello`. Close codes:
  * 4401 reconnects with a new ticket (or stops when only a static token is known),
- * 4403 stops, 4429 waits between cap/2 and cap, 4413 and the rest reconnect. After
+ * 4403 stops, 4429 and 4409 (too many sockets of this user) wait between cap/2 and cap,
+ * 4413 and the rest reconnect. After
  * `pollAfter` consecutive failed connects (or at once when there is no WebSocket)
  * the client polls `GET {apiBase}notifications/?page_size=50` and
  * `GET {apiBase}notifications/unread-count/` every `pollInterval`, while it keeps
@@ -83,6 +84,7 @@ export const CloseCode = Object.freeze({
   STALE: 4000, // the client's own: no hello, or silence past two heartbeats
   UNAUTHENTICATED: 4401,
   FORBIDDEN: 4403,
+  TOO_MANY_SOCKETS: 4409,
   TOO_LARGE: 4413,
   RATE_LIMITED: 4429,
 });
@@ -487,11 +489,12 @@ export class NotiflowClient {
       this._halt();
       return;
     }
-    if (hadHello && code !== CloseCode.RATE_LIMITED) {
+    const limited = code === CloseCode.RATE_LIMITED || code === CloseCode.TOO_MANY_SOCKETS;
+    if (hadHello && !limited) {
       this._failures = 0;
       this._schedule(backoffDelay(0, this._backoff, this._random));
     } else {
-      this._failed({ rateLimited: code === CloseCode.RATE_LIMITED });
+      this._failed({ rateLimited: limited });
     }
   }
 
