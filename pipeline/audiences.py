@@ -9,7 +9,24 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
-from pipeline.exceptions import InvalidAudience
+from pipeline.exceptions import InvalidAudience, shown
+
+#: The largest id a user may have: PostgreSQL's ``bigint``, SQLite's ``INTEGER``.
+MAX_ID = 2**63 - 1
+#: The longest group name (``django.contrib.auth.models.Group.name``).
+ROLE_NAME_MAX = 150
+
+
+def storable(text: str) -> bool:
+    """Whether both databases store ``text`` as written: no NUL (PostgreSQL refuses it in text and ``jsonb``)
+    and no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -31,22 +48,47 @@ class Audience:
         for user in users:
             if isinstance(user, AbstractBaseUser):
                 user = user.pk
-            if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
-                raise InvalidAudience(f"Audience.users() takes user ids or users, not {user!r}.")
+            if isinstance(user, bool) or not isinstance(user, int) or not 0 < user <= MAX_ID:
+                raise InvalidAudience(
+                    f"Audience.users() takes user ids or users (ids 1 to 2**63 - 1, users saved), not {shown(user)}."
+                )
             ids[user] = None
         return cls(kind="users", user_ids=tuple(ids))
 
     @classmethod
     def role(cls, name: str) -> Audience:
-        """Every active member of the Django group ``name``."""
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidAudience("Audience.role() takes a non-empty group name.")
+        """Every active member of the Django group ``name``. Raises ``InvalidAudience`` for a name that cannot
+        be a group's (not a string, blank, longer than 150 characters, with NUL or a lone surrogate)."""
+        if not isinstance(name, str) or not name.strip() or len(name) > ROLE_NAME_MAX or not storable(name):
+            raise InvalidAudience(
+                f"Audience.role() takes a group name (1 to {ROLE_NAME_MAX} characters), not {shown(name)}."
+            )
         return cls(kind="role", role_name=name)
 
     @classmethod
     def everyone(cls) -> Audience:
         """Every active user."""
         return cls(kind="everyone")
+
+    def checked(self) -> Audience:
+        """This audience if :meth:`users`, :meth:`role` or :meth:`everyone` could have built it (it may have
+        been built directly), or the one :meth:`users` builds from its ids (users rather than ids); raises
+        ``InvalidAudience`` otherwise, and for an empty one."""
+        if self.kind == "users" and not self.role_name:
+            ids = self.user_ids
+            if not isinstance(ids, tuple):
+                raise InvalidAudience(f"Audience.user_ids must be a tuple (use Audience.users()), not {shown(ids)}.")
+            if not ids:
+                raise InvalidAudience("The audience is empty.")
+            # As users() builds it, checked without a loop in Python (0.6 ms for 10,000 ids); else users() says why.
+            if set(map(type, ids)) == {int} and min(ids) > 0 and max(ids) <= MAX_ID:
+                return self
+            return Audience.users(*ids)
+        if self.kind == "role" and not self.user_ids:
+            return Audience.role(self.role_name)
+        if self.kind == "everyone" and not self.user_ids and not self.role_name:
+            return self
+        raise InvalidAudience(f"Not an audience: {shown(self)}; build one with Audience.users(), role() or everyone().")
 
     def as_json(self) -> dict[str, Any]:
         if self.kind == "users":

@@ -16,10 +16,23 @@ __all__ = [
     "InvalidActor",
     "InvalidAudience",
     "InvalidEventData",
+    "InvalidIdempotencyKey",
+    "InvalidOccurredAt",
+    "InvalidTarget",
     "NotiflowError",
     "UnknownDeliveryMethod",
     "UnknownEventType",
 ]
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message about a bad argument: never raises for
+    an int of more than 4,300 digits (``repr()`` does) and never quotes a 64 KiB string whole."""
+    try:
+        text = repr(value)
+    except ValueError:  # Exceeds the limit (4300 digits) for integer string conversion
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class NotiflowError(Exception):
@@ -35,15 +48,28 @@ class UnknownEventType(EventError):
 
 
 class InvalidAudience(EventError):
-    """The audience is empty, malformed, or names users that do not exist."""
+    """The audience is empty, malformed, or names users that do not exist (or ``include_actor`` is not a bool)."""
 
 
 class InvalidEventData(EventError):
-    """The data is not a JSON object, not JSON-serialisable, or too large."""
+    """The data is not a JSON object, not JSON-serialisable, too large or too deep, has a key that is not a
+    string, or holds text a database cannot store (NUL, a lone surrogate)."""
 
 
 class InvalidActor(EventError):
     """The actor is neither ``None``, a user, nor the id of an existing user."""
+
+
+class InvalidTarget(EventError):
+    """The target is neither ``None``, a saved model instance, nor a ``(type, id)`` pair that fits its columns."""
+
+
+class InvalidIdempotencyKey(EventError):
+    """The idempotency key is not text of 1 to 255 characters that a database can store."""
+
+
+class InvalidOccurredAt(EventError):
+    """``occurred_at`` is not an aware datetime (or is out of range in UTC)."""
 
 
 class ClaimLost(NotiflowError):

@@ -1,14 +1,24 @@
 """emit_event(): validation, transactions and publishing, against the real broker."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as fixed_offset
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
 from pipeline import Audience, emit_event, publishing
-from pipeline.events import IdempotencyConflict
-from pipeline.exceptions import EventError, InvalidActor, InvalidAudience, InvalidEventData, UnknownEventType
+from pipeline.events import MAX_DATA_DEPTH, IdempotencyConflict
+from pipeline.exceptions import (
+    EventError,
+    InvalidActor,
+    InvalidAudience,
+    InvalidEventData,
+    InvalidIdempotencyKey,
+    InvalidOccurredAt,
+    InvalidTarget,
+    UnknownEventType,
+)
 from pipeline.models import Event
 from webapp.stack import wait_for
 
@@ -74,11 +84,12 @@ def test_a_held_doorbell_publishes_nothing_and_the_running_drain_takes_the_event
         ({"audience": "bob"}, InvalidAudience, "Audience or a list"),
         ({"actor": "alice"}, InvalidActor, "actor must be"),
         ({"actor": 999999}, InvalidActor, "not a user"),
+        ({"actor": -1}, InvalidActor, "actor must be"),
         ({"data": ["not", "a", "dict"]}, InvalidEventData, "JSON object"),
         ({"data": {"when": object()}}, InvalidEventData, "not JSON-serialisable"),
         ({"data": {"x": float("nan")}}, InvalidEventData, "not JSON-serialisable"),
         ({"data": {"blob": "x" * (64 * 1024)}}, InvalidEventData, "limit is 65536 bytes"),
-        ({"idempotency_key": ""}, EventError, "idempotency_key"),
+        ({"idempotency_key": ""}, InvalidIdempotencyKey, "idempotency_key"),
     ],
 )
 def test_bad_input_raises_and_queues_nothing(users, published, overrides, error, message):
@@ -89,8 +100,219 @@ def test_bad_input_raises_and_queues_nothing(users, published, overrides, error,
     assert published == []  # nothing sent to the broker
 
 
+def nested(depth):
+    """A JSON object ``depth`` levels deep (the object itself is level 1)."""
+    inner = []
+    for _ in range(depth - 2):
+        inner = [inner]
+    return {"deep": inner}
+
+
+# Bad input the property test (test_emit_event_properties.py) found getting past emit_event() before issue 10:
+# each id names what happened then. Overrides are built inside the test (Audience.role() raises by itself now).
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        pytest.param(
+            lambda u: {"event_type": {"critique.created"}},
+            UnknownEventType,
+            "must be a string",
+            id="event_type-unhashable-TypeError",
+        ),
+        pytest.param(
+            lambda u: {"event_type": 0.0},
+            UnknownEventType,
+            "must be a string",
+            id="event_type-not-text-TypeError-in-difflib",
+        ),
+        pytest.param(
+            lambda u: {"actor": 2**63},
+            InvalidActor,
+            "actor must be",
+            id="actor-past-bigint-OverflowError-or-PostgreSQL-DataError",
+        ),
+        pytest.param(
+            lambda u: {"actor": -(2**63) - 1},
+            InvalidActor,
+            "actor must be",
+            id="actor-below-bigint-OverflowError-or-PostgreSQL-DataError",
+        ),
+        pytest.param(
+            lambda u: {"audience": [u["bob"].pk, 2**64]},
+            InvalidAudience,
+            "user ids or users",
+            id="audience-id-past-bigint-SQLite-OverflowError",
+        ),
+        pytest.param(
+            lambda u: {"audience": Audience(kind="users", user_ids=(u["bob"].pk, "x"))},  # type: ignore[arg-type]
+            InvalidAudience,
+            "user ids or users",
+            id="audience-built-directly-with-text-id-TypeError",
+        ),
+        pytest.param(
+            lambda u: {"audience": Audience(kind="users", user_ids=(0.0, u["bob"].pk))},  # type: ignore[arg-type]
+            InvalidAudience,
+            "user ids or users",
+            id="audience-built-directly-with-float-id-ValueError-if-first-to-compile",
+        ),
+        pytest.param(
+            lambda u: {"audience": Audience(kind="users", user_ids=(b"",))},  # type: ignore[arg-type]
+            InvalidAudience,
+            "user ids or users",
+            id="audience-built-directly-with-bytes-TypeError",
+        ),
+        pytest.param(
+            lambda u: {"audience": Audience.role("staff\x00")},
+            InvalidAudience,
+            "group name",
+            id="role-name-with-NUL-PostgreSQL-DataError",
+        ),
+        pytest.param(
+            lambda u: {"audience": Audience.role("\ud800")},
+            InvalidAudience,
+            "group name",
+            id="role-name-lone-surrogate-UnicodeEncodeError",
+        ),
+        pytest.param(
+            lambda u: {"include_actor": "yes"},
+            InvalidAudience,
+            "include_actor",
+            id="include_actor-text-ValidationError",
+        ),
+        pytest.param(
+            lambda u: {"include_actor": 0.0},
+            InvalidAudience,
+            "include_actor",
+            id="include_actor-falsy-float-stored-as-false",
+        ),
+        pytest.param(
+            lambda u: {"occurred_at": "garbage"},
+            InvalidOccurredAt,
+            "aware datetime",
+            id="occurred_at-text-ValidationError",
+        ),
+        pytest.param(
+            lambda u: {"occurred_at": 1.0}, InvalidOccurredAt, "aware datetime", id="occurred_at-float-TypeError"
+        ),
+        pytest.param(
+            lambda u: {"occurred_at": 0.0}, InvalidOccurredAt, "aware datetime", id="occurred_at-falsy-replaced-by-now"
+        ),
+        pytest.param(
+            lambda u: {"occurred_at": datetime(2026, 1, 1, 12)},
+            InvalidOccurredAt,
+            "aware datetime",
+            id="occurred_at-naive-stored-as-if-UTC",
+        ),
+        pytest.param(
+            lambda u: {"occurred_at": datetime(1, 1, 1, tzinfo=fixed_offset(timedelta(hours=5)))},
+            InvalidOccurredAt,
+            "out of range",
+            id="occurred_at-before-year-1-in-UTC-SQLite-OverflowError",
+        ),
+        pytest.param(
+            lambda u: {"data": nested(3000)}, InvalidEventData, "deeper than", id="data-nested-3000-RecursionError"
+        ),
+        pytest.param(
+            lambda u: {"data": {"text": "a\x00b"}},
+            InvalidEventData,
+            "NUL",
+            id="data-NUL-PostgreSQL-DataError-SQLite-stored",
+        ),
+        pytest.param(
+            lambda u: {"data": {"text": "\ud800"}},
+            InvalidEventData,
+            "lone surrogate",
+            id="data-lone-surrogate-UnicodeEncodeError",
+        ),
+        pytest.param(
+            lambda u: {"data": {1: "one", "1": "uno"}},
+            InvalidEventData,
+            "keys must be strings",
+            id="data-int-key-stored-as-text-one-value-lost",
+        ),
+        pytest.param(
+            lambda u: {"target": ("artwork", 10**5000)},
+            InvalidTarget,
+            "target's id",
+            id="target-id-of-5000-digits-ValueError",
+        ),
+        pytest.param(
+            lambda u: {"target": type(u["bob"])(username="ghost")},
+            InvalidTarget,
+            "not saved",
+            id="target-unsaved-instance-stored-as-None",
+        ),
+        pytest.param(
+            lambda u: {"target": ("a" * 101, 1)},
+            InvalidTarget,
+            "target's type",
+            id="target-type-too-long-PostgreSQL-DataError-SQLite-stored",
+        ),
+        pytest.param(
+            lambda u: {"target": ("artwork", "7\x00")},
+            InvalidTarget,
+            "target's id",
+            id="target-id-NUL-PostgreSQL-DataError-SQLite-stored",
+        ),
+        pytest.param(
+            lambda u: {"target": ("artwork", True)}, InvalidTarget, "target's id", id="target-bool-id-stored-as-True"
+        ),
+        pytest.param(
+            lambda u: {"idempotency_key": "k\x00"},
+            InvalidIdempotencyKey,
+            "idempotency_key",
+            id="idempotency_key-NUL-PostgreSQL-DataError-SQLite-stored",
+        ),
+        pytest.param(
+            lambda u: {"idempotency_key": "k\ud800"},
+            InvalidIdempotencyKey,
+            "idempotency_key",
+            id="idempotency_key-lone-surrogate-UnicodeEncodeError",
+        ),
+    ],
+)
+def test_bad_input_that_got_past_before_raises_an_event_error_and_queues_nothing(
+    users, published, overrides, error, message
+):
+    with pytest.raises(error, match=message):
+        emit_event(**valid(users, **overrides(users)))
+    assert Event.objects.count() == 0  # nothing in the outbox
+    publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
+    assert published == []  # nothing sent to the broker
+
+
+def test_data_may_nest_max_data_depth_levels_and_no_more(users):
+    event_id = emit_event(**valid(users, data=nested(MAX_DATA_DEPTH)))
+    assert Event.objects.get(pk=event_id).data == nested(MAX_DATA_DEPTH)
+    with pytest.raises(InvalidEventData, match=f"deeper than {MAX_DATA_DEPTH} levels"):
+        emit_event(**valid(users, data=nested(MAX_DATA_DEPTH + 1)))
+    assert Event.objects.count() == 1
+
+
+def test_text_that_only_looks_like_nul_or_nesting_is_stored(users):
+    """A backslash before "u0000" is not a NUL, and brackets in strings do not nest."""
+    data = {"path": "C:\\u0000", "brackets": "[" * 150 + "{" * 150, "list": [[1, "]]"], {"k": "}"}]}
+    event_id = emit_event(**valid(users, data=data))
+    assert Event.objects.get(pk=event_id).data == data
+
+
+def test_an_aware_occurred_at_is_stored_as_that_instant(users):
+    at = datetime(2026, 3, 1, 9, 30, tzinfo=fixed_offset(timedelta(hours=-5)))
+    event_id = emit_event(**valid(users, occurred_at=at))
+    assert Event.objects.get(pk=event_id).occurred_at == datetime(2026, 3, 1, 14, 30, tzinfo=UTC)
+
+
 def test_every_error_is_an_event_error_and_a_value_error():
-    for error in (UnknownEventType, InvalidAudience, InvalidActor, InvalidEventData, IdempotencyConflict):
+    for error in (
+        UnknownEventType,
+        InvalidAudience,
+        InvalidActor,
+        InvalidTarget,
+        InvalidEventData,
+        InvalidIdempotencyKey,
+        InvalidOccurredAt,
+        IdempotencyConflict,
+    ):
         assert issubclass(error, EventError)
         assert issubclass(error, ValueError)
 
