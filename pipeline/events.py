@@ -26,7 +26,7 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from pipeline import publishing
-from pipeline.audiences import MAX_ID, Audience, storable
+from pipeline.audiences import Audience, max_user_id, storable
 from pipeline.bulk import rows_insert, select_in
 from pipeline.catalogue import catalogue
 from pipeline.conf import notiflow_settings
@@ -67,8 +67,8 @@ def _validate_actor(actor: Any) -> int | None:
         if actor.pk is None:
             raise InvalidActor(f"actor {shown(actor)} is not saved: it has no id.")
         actor = actor.pk
-    if isinstance(actor, bool) or not isinstance(actor, int) or not 0 < actor <= MAX_ID:
-        raise InvalidActor(f"actor must be None, a saved user or a user id (1 to 2**63 - 1), not {shown(actor)}.")
+    if isinstance(actor, bool) or not isinstance(actor, int) or not 0 < actor <= max_user_id():
+        raise InvalidActor(f"actor must be None, a saved user or a user id (1 to {max_user_id()}), not {shown(actor)}.")
     return actor
 
 
@@ -278,7 +278,7 @@ def emit_event(
 
     - ``UnknownEventType``: ``event_type`` is not a string in the catalogue;
     - ``InvalidAudience``: the audience is not an ``Audience`` or an iterable
-      of user ids (1 to 2**63 - 1) or saved users, is empty, names unknown
+      of user ids (1 to :func:`~pipeline.audiences.max_user_id`) or saved users, is empty, names unknown
       users or an unknown role; or ``include_actor`` is not a bool;
     - ``InvalidActor``: not ``None``, a saved user or the id of a user;
     - ``InvalidTarget``: not ``None``, a saved model instance or a

@@ -132,6 +132,18 @@ def nested(depth):
             id="actor-past-bigint-OverflowError-or-PostgreSQL-DataError",
         ),
         pytest.param(
+            lambda u: {"actor": 2**31},
+            InvalidActor,
+            "actor must be",
+            id="actor-past-the-user-key-PostgreSQL-DataError-integer-out-of-range",
+        ),
+        pytest.param(
+            lambda u: {"audience": [u["bob"].pk, 2**31]},
+            InvalidAudience,
+            "user ids or users",
+            id="audience-id-past-the-user-key-PostgreSQL-DataError-integer-out-of-range",
+        ),
+        pytest.param(
             lambda u: {"actor": -(2**63) - 1},
             InvalidActor,
             "actor must be",

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline import Audience, emit_event, publishing
+from pipeline.audiences import max_user_id
 from pipeline.conf import notiflow_settings
 from pipeline.events import MAX_DATA_DEPTH
 from pipeline.exceptions import (
@@ -41,7 +42,7 @@ from webapp.stack import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MAX_ID = 2**63 - 1  # PostgreSQL's bigint, SQLite's INTEGER
+MAX_ID = max_user_id()  # 2**31 - 1: django.contrib.auth's User has an AutoField key
 MAX_BYTES = notiflow_settings.MAX_EVENT_DATA_BYTES
 UTC = dt.UTC
 OFFSETS = [UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]
@@ -186,7 +187,11 @@ def valid_calls(world: World) -> st.SearchStrategy[dict[str, Any]]:
 #: A character neither database stores as text: NUL (PostgreSQL refuses it) or a lone surrogate (not UTF-8).
 unstorable_char = st.just("\x00") | st.characters(categories=["Cs"])
 unstorable_texts = st.builds(lambda a, bad, b: a + bad + b, texts(max_size=5), unstorable_char, texts(max_size=5))
-huge_ints = st.integers(min_value=MAX_ID + 1, max_value=2**200) | st.integers(max_value=-(2**63))
+huge_ints = (
+    st.integers(min_value=MAX_ID + 1, max_value=MAX_ID + 2**16)
+    | st.integers(min_value=MAX_ID + 1, max_value=2**200)
+    | st.integers(max_value=-(2**63))
+)
 #: Values of no argument's type (each argument adds its own).
 junk = st.one_of(
     st.floats(),  # nan and inf included
