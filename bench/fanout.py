@@ -86,19 +86,21 @@ of that many users with that many sockets (run as above), bracketed by Redis
 (``settings.CHANNEL_LAYER_REDIS_URL``; the broker shares it by default),
 then as long again with nothing emitted; the idle difference is subtracted.
 Redis counts commands that Lua scripts call. What is counted
-(``channels_redis`` 4.3; nothing else in the stack issues ``ZCOUNT`` or
-``ZREMRANGEBYSCORE``):
+(``channels_redis`` 4.3 and :mod:`delivery.layers`; nothing else in the stack
+issues ``ZCOUNT`` or ``ZRANGE``):
 
-- ``group_send`` calls = ``ZREMRANGEBYSCORE`` - ``ZCOUNT``: every
-  ``group_send`` runs one ``ZREMRANGEBYSCORE`` on the group, and one more per
-  channel key it writes to;
-- channel messages = ``ZCOUNT``: one per channel key a ``group_send`` writes
-  to (in its Lua script), that is per ASGI process holding a member of the
-  group: a push queued for a socket;
-- ``ZRANGE``, ``EVAL`` and ``EVALSHA`` as they are: ``ZRANGE`` once per
-  ``group_send`` and ``EVAL`` once per message written, but the receiving
-  ASGI process also runs one ``EVAL`` (which calls ``ZRANGE``) before each
-  ``BZPOPMIN``, per message received and every 5 s while idle;
+- groups sent to (``group_sends``) = ``ZRANGE``: a group's members are read
+  once per message to the group, by channels_redis' ``group_send`` and by
+  ``group_send_many`` alike; the receiving ASGI process's script reads its
+  in-flight backup with one more per batch it receives (up to
+  ``receive_batch`` messages), so this is an upper bound;
+- channel messages = ``ZCOUNT``: one per channel key a message is written
+  to (in the sending script), that is per ASGI process holding a member of
+  the group: a push queued for a socket;
+- ``EVAL`` and ``EVALSHA`` as they are: channels_redis' ``group_send`` runs
+  one ``EVAL`` per group, ``group_send_many`` one per call (up to 500
+  messages); the receiving process one per batch received and every 5 s
+  while idle;
 - all commands of the server, calls and ``usec`` (Redis's own CPU time).
 
 The same counters, not corrected, are kept for every run (``redis`` in each
@@ -346,7 +348,7 @@ def commandstats_delta(after: dict[str, tuple[int, int]], before: dict[str, tupl
     }
     calls = {name: c for name, (c, _) in diff.items()}
     return {
-        "group_sends": calls.get("zremrangebyscore", 0) - calls.get("zcount", 0),
+        "group_sends": calls.get("zrange", 0),
         "channel_messages": calls.get("zcount", 0),
         **{name: calls.get(name, 0) for name in ("zrange", "eval", "evalsha", "bzpopmin")},
         "commands": sum(calls.values()),

@@ -19,6 +19,10 @@ counts itself before it reads its ``hello`` from the database, and the
 pipeline reads the counts after its commit. A count outlives an ASGI process
 that is killed (SIGKILL): its users then cost a ``group_send`` to an empty
 group, as before presence, until they connect and leave again.
+With :class:`delivery.layers.BoundedRedisChannelLayer` (the default), a
+batch's pushes go in :data:`SEND_MANY_CHUNK` at a time, two Redis round
+trips each (``group_send_many``) instead of four per push; with another
+layer, one ``group_send`` each.
 All sends of a batch run on one event loop, which each thread keeps
 (:func:`run`): ``async_to_sync`` would start a new loop per call, and
 channels_redis keeps its Redis connections per loop, so each call would open
@@ -43,6 +47,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import RedisError
 
 from delivery.base import DeliveryMethod, DeliveryResult, Message
+from delivery.layers import BoundedRedisChannelLayer
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +145,9 @@ def read_state_push(*, user_id: int, frame: Mapping[str, Any], layer: str = "def
 #: pool has no upper bound), so 2,000 gathered sends held 2,000 connections per pool process; 32 keep the
 #: pipelining and bound the connections (OPTIONS ``concurrency``).
 MAX_IN_FLIGHT = 32
+#: Pushes per :meth:`~delivery.layers.BoundedRedisChannelLayer.group_send_many` call: two Redis round trips
+#: each, and a script that holds Redis for well under a millisecond per hundred.
+SEND_MANY_CHUNK = 500
 #: The reason recorded on a push skipped for want of a socket.
 NO_SOCKET = "no open socket: read from the inbox on connect"
 
@@ -170,6 +178,8 @@ class WebSocketMethod(DeliveryMethod):
     async def _send_all(self, batch: Sequence[Message]) -> list[DeliveryResult]:
         layer = get_channel_layer(self.options.get("layer", "default"))
         assert layer is not None  # checked at start-up
+        if isinstance(layer, BoundedRedisChannelLayer):
+            return await self._send_grouped(layer, batch)
         in_flight = asyncio.Semaphore(int(self.options.get("concurrency", MAX_IN_FLIGHT)))
 
         async def one(message: Message) -> DeliveryResult:
@@ -196,6 +206,31 @@ class WebSocketMethod(DeliveryMethod):
                 results[index] = await one(batch[index])
 
         await asyncio.gather(*(in_order(indexes) for indexes in by_recipient.values()))
+        return results
+
+    async def _send_grouped(self, layer: BoundedRedisChannelLayer, batch: Sequence[Message]) -> list[DeliveryResult]:
+        """The batch's pushes through :meth:`~delivery.layers.BoundedRedisChannelLayer.group_send_many`,
+        :data:`SEND_MANY_CHUNK` at a time, in cursor order (so each recipient's in cursor order). A chunk that
+        fails is retried with every chunk after it, so that no push overtakes one that failed."""
+        order = sorted(range(len(batch)), key=lambda i: (batch[i].cursor is None, batch[i].cursor or 0, i))
+        results: list[DeliveryResult] = [DeliveryResult.sent()] * len(batch)
+        for start in range(0, len(order), SEND_MANY_CHUNK):
+            part = order[start : start + SEND_MANY_CHUNK]
+            try:
+                await layer.group_send_many(
+                    [
+                        (
+                            user_group(batch[i].recipient.id),
+                            {"type": "notify.push", "notification": dict(batch[i].payload), "seq": batch[i].push_seq},
+                        )
+                        for i in part
+                    ]
+                )
+            except (TimeoutError, RedisError, OSError) as exc:
+                failed = DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
+                for i in order[start:]:
+                    results[i] = failed
+                break
         return results
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:

@@ -127,6 +127,7 @@ CHANNEL_LAYERS = {
             "group_expiry": env.int("CHANNEL_LAYER_GROUP_EXPIRY", default=3600),
             "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=50),  # per event loop
             "pool_timeout": 10,  # seconds a command waits for a free connection
+            "receive_batch": env.int("CHANNEL_LAYER_RECEIVE_BATCH", default=100),  # messages per Redis round trip
         },
     }
 }
