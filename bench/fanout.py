@@ -55,9 +55,10 @@ for a while does not. Each run reports the connections Redis accepted
 during it (``new_connections``; ``INFO stats``).
 
 A run ends when all three hold (pushes still missing once 3 holds and no
-push has arrived for ``PUSH_GRACE`` s are counted lost; daphne relays a
-process's pushes one at a time, a few ms each, so 1,000 pushes trail the
-last ``group_send`` by seconds) and fails after ``--stall-seconds`` (60) without progress.
+push has arrived for ``PUSH_GRACE`` s are counted lost; a daphne process
+relays its pushes at a few thousand a second, so 1,000 pushes may trail the
+last send by a few tenths of a second) and fails after ``--stall-seconds``
+(60) without progress.
 After ``DUPLICATE_GRACE`` s each socket of the audience is checked for
 exactly one push of the event: **lost** (none), **duplicates** (beyond one),
 **strays** (pushes to sockets outside the audience). Every audience size
