@@ -17,6 +17,7 @@ database is ``DATABASE_URL`` (SQLite in ``var/`` by default); ``--postgres``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import mailbox
 import os
 import shutil
@@ -211,16 +212,27 @@ class Stack:
             self._log = None
 
     def stop_process(self, name: str, *, timeout: float = 20.0) -> None:
-        """Stop the honcho running ``name`` (started ``separately``) and wait for it; SIGKILL after ``timeout`` s."""
+        """Stop the honcho running ``name`` (started ``separately``) and wait for it; SIGKILL after ``timeout`` s.
+
+        honcho starts each command in a session of its own and stops it with
+        ``killpg``, SIGKILL after its own 5 s; but a honcho that dies first
+        (its output pipe gone with the outer honcho) leaves a process that was
+        still shutting down (a Celery worker waiting for its task in a warm
+        shutdown) running, a child of init. So the process groups below the
+        honcho are read before it is stopped, and whatever is still in them
+        ``ORPHAN_GRACE`` s after the honcho has gone is killed.
+        """
         honcho = self._honchos.pop(name, None)
         if honcho is None or honcho.poll() is not None:
             return
+        groups = process_groups_below(honcho.pid)
         os.killpg(honcho.pid, signal.SIGTERM)
         try:
             honcho.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(honcho.pid, signal.SIGKILL)
             honcho.wait()
+        process_groups_end(groups, grace=ORPHAN_GRACE)
 
     def restart(self, *names: str) -> None:
         """Start ``names`` again, each under its own honcho, and wait until they answer."""
@@ -269,6 +281,59 @@ class Stack:
             stored = box.get_message(key)  # one read: the delivery time and the bytes
             found.append((stored.get_date(), BytesParser(policy=policy.default).parsebytes(stored.as_bytes())))
         return [message for _, message in sorted(found, key=lambda pair: pair[0])]
+
+
+#: Seconds the processes of a stopped honcho's commands get to exit by themselves before they are killed.
+ORPHAN_GRACE = 10.0
+
+
+def _processes() -> list[tuple[int, str, int, int]]:
+    """``(pid, state, ppid, pgrp)`` of every process (Linux ``/proc``; empty where there is none)."""
+    rows: list[tuple[int, str, int, int]] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return rows
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ... after "pid (comm) "
+        rows.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return rows
+
+
+def process_groups_below(pid: int) -> set[int]:
+    """The process-group ids of every descendant of ``pid`` but ``pid``'s own."""
+    children: dict[int, list[int]] = {}
+    group_of: dict[int, int] = {}
+    for child, _state, parent, group in _processes():
+        children.setdefault(parent, []).append(child)
+        group_of[child] = group
+    found: set[int] = set()
+    below = list(children.get(pid, []))
+    while below:
+        child = below.pop()
+        found.add(group_of[child])
+        below.extend(children.get(child, []))
+    found.discard(group_of.get(pid, pid))
+    return found
+
+
+def process_groups_end(groups: set[int], *, grace: float) -> None:
+    """Wait up to ``grace`` s for every live process of ``groups`` to exit (zombies do not count: an init that
+    does not reap, as in some containers, leaves them), then SIGKILL the groups that still have one."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = {group for _pid, state, _parent, group in _processes() if group in groups and state not in "ZX"}
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for group in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _processes_left(parent: int) -> str:
