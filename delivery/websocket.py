@@ -234,6 +234,7 @@ class WebSocketMethod(DeliveryMethod):
         return results
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:
-        """``group_send`` each message to its recipient's group, concurrently. Presence is not read here: the
-        pipeline asks :meth:`reachable` first and sends only to recipients with a socket open."""
+        """Send each message to its recipient's group: through ``group_send_many`` with notiflow's channel layer,
+        else one ``group_send`` each, concurrently. Presence is not read here: the pipeline asks
+        :meth:`reachable` first and sends only to recipients with a socket open."""
         return run(self._send_all(batch))
