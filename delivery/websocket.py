@@ -38,7 +38,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -152,6 +152,25 @@ SEND_MANY_CHUNK = 500
 NO_SOCKET = "no open socket: read from the inbox on connect"
 
 
+def _push(message: Message) -> tuple[str, dict[str, Any]]:
+    """``(group, channel-layer message)`` of one push: ``notify.push`` to the recipient's group."""
+    return user_group(message.recipient.id), {
+        "type": "notify.push",
+        "notification": dict(message.payload),
+        "seq": message.push_seq,
+    }
+
+
+def _in_cursor_order(batch: Sequence[Message], indexes: Iterable[int]) -> list[int]:
+    """``indexes`` of ``batch`` sorted by cursor (messages without one last, then by position): each
+    recipient's pushes in the order its sockets must receive them."""
+    return sorted(indexes, key=lambda i: (batch[i].cursor is None, batch[i].cursor or 0, i))
+
+
+def _layer_failure(exc: BaseException) -> DeliveryResult:
+    return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
+
+
 class WebSocketMethod(DeliveryMethod):
     """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``), ``concurrency``
     (``group_send`` calls in flight, default :data:`MAX_IN_FLIGHT`)."""
@@ -185,12 +204,9 @@ class WebSocketMethod(DeliveryMethod):
         async def one(message: Message) -> DeliveryResult:
             try:
                 async with in_flight:
-                    await layer.group_send(
-                        user_group(message.recipient.id),
-                        {"type": "notify.push", "notification": dict(message.payload), "seq": message.push_seq},
-                    )
+                    await layer.group_send(*_push(message))
             except (TimeoutError, RedisError, OSError) as exc:
-                return DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
+                return _layer_failure(exc)
             return DeliveryResult.sent()
 
         # Different recipients' pushes run concurrently; one recipient's run one after the other, in cursor
@@ -202,7 +218,7 @@ class WebSocketMethod(DeliveryMethod):
             by_recipient.setdefault(message.recipient.id, []).append(index)
 
         async def in_order(indexes: list[int]) -> None:
-            for index in sorted(indexes, key=lambda i: (batch[i].cursor is None, batch[i].cursor or 0, i)):
+            for index in _in_cursor_order(batch, indexes):
                 results[index] = await one(batch[index])
 
         await asyncio.gather(*(in_order(indexes) for indexes in by_recipient.values()))
@@ -212,22 +228,14 @@ class WebSocketMethod(DeliveryMethod):
         """The batch's pushes through :meth:`~delivery.layers.BoundedRedisChannelLayer.group_send_many`,
         :data:`SEND_MANY_CHUNK` at a time, in cursor order (so each recipient's in cursor order). A chunk that
         fails is retried with every chunk after it, so that no push overtakes one that failed."""
-        order = sorted(range(len(batch)), key=lambda i: (batch[i].cursor is None, batch[i].cursor or 0, i))
+        order = _in_cursor_order(batch, range(len(batch)))
         results: list[DeliveryResult] = [DeliveryResult.sent()] * len(batch)
         for start in range(0, len(order), SEND_MANY_CHUNK):
             part = order[start : start + SEND_MANY_CHUNK]
             try:
-                await layer.group_send_many(
-                    [
-                        (
-                            user_group(batch[i].recipient.id),
-                            {"type": "notify.push", "notification": dict(batch[i].payload), "seq": batch[i].push_seq},
-                        )
-                        for i in part
-                    ]
-                )
+                await layer.group_send_many([_push(batch[i]) for i in part])
             except (TimeoutError, RedisError, OSError) as exc:
-                failed = DeliveryResult.retry(f"channel layer: {type(exc).__name__}: {exc}")
+                failed = _layer_failure(exc)
                 for i in order[start:]:
                     results[i] = failed
                 break

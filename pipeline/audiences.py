@@ -8,13 +8,13 @@ from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db.backends.base.operations import BaseDatabaseOperations
 
 from pipeline.exceptions import InvalidAudience, shown
 
-#: The longest group name (``django.contrib.auth.models.Group.name``).
-ROLE_NAME_MAX = 150
+#: The longest group name (``django.contrib.auth.models.Group.name``'s column, 150).
+ROLE_NAME_MAX = int(Group._meta.get_field("name").max_length or 150)
 
 
 @cache

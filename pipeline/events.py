@@ -195,10 +195,17 @@ def _validate_data(data: Any) -> dict[str, Any]:
     return result
 
 
-#: The longest event type (:class:`pipeline.models.Event`'s ``event_type``).
-_EVENT_TYPE_MAX = 100
-#: The longest target type and id (:class:`pipeline.models.Event`'s ``target_type`` and ``target_id``).
-_TARGET_TYPE_MAX, _TARGET_ID_MAX = 100, 64
+def _longest(field: str) -> int:
+    """The ``max_length`` of one of :class:`pipeline.models.Event`'s text columns."""
+    column = Event._meta.get_field(field)
+    assert isinstance(column, models.CharField) and column.max_length is not None
+    return int(column.max_length)
+
+
+#: The longest event type, target type, target id and idempotency key: Event's columns.
+_EVENT_TYPE_MAX, _TARGET_TYPE_MAX, _TARGET_ID_MAX, _IDEMPOTENCY_KEY_MAX = map(
+    _longest, ("event_type", "target_type", "target_id", "idempotency_key")
+)
 
 
 def _target(target: Any) -> tuple[str, str]:
@@ -226,9 +233,10 @@ def _target(target: Any) -> tuple[str, str]:
 
 
 def _validate_idempotency_key(key: Any) -> None:
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255 or not storable(key)):
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _IDEMPOTENCY_KEY_MAX or not storable(key)):
         raise InvalidIdempotencyKey(
-            f"idempotency_key must be text of 1 to 255 characters without NUL or a lone surrogate, not {shown(key)}."
+            f"idempotency_key must be text of 1 to {_IDEMPOTENCY_KEY_MAX} characters without NUL or a lone "
+            f"surrogate, not {shown(key)}."
         )
 
 
