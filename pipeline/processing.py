@@ -527,30 +527,21 @@ def _merge(into: Batch, other: Batch) -> None:
     into.dead_lettered.extend(other.dead_lettered)
 
 
-def _commit_without_flush() -> None:
-    """On PostgreSQL, let this transaction's commit return before its WAL reaches the disk
-    (``SET LOCAL synchronous_commit TO OFF``, https://www.postgresql.org/docs/current/wal-async-commit.html).
-
-    Only for records whose loss is harmless: the outcome of a push. A server crash can lose the last
-    fraction of a second of them (at most three times ``wal_writer_delay``); those deliveries stay ``queued`` and
-    the recovery sweep pushes them again, which a socket already sent that cursor drops. The commit of a
-    batch (events taken, notifications stored) always waits for its flush. SQLite in WAL mode with
-    ``synchronous=NORMAL`` does not flush at commit anyway.
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-
-
 def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
     """Send the batch's inline deliveries (the WebSocket pushes) right after its commit; record the results.
 
     Sent deliveries are recorded ``sent`` with one UPDATE per method, skipped
-    ones (a push to a user with no open socket) ``skipped``, likewise, in one
-    transaction that does not wait for its WAL flush (:func:`_commit_without_flush`); a
+    ones (a push to a user with no open socket) ``skipped``, likewise, each a
+    statement of its own whose commit does not wait for the WAL flush on
+    PostgreSQL (``rows_update(unflushed=True)``): a server crash can lose the
+    last fraction of a second of these records; those deliveries stay
+    ``queued`` and the recovery sweep pushes them again, which a socket that
+    already has that cursor drops. The batch's own commit (events taken,
+    notifications stored) always waits for its flush; SQLite in WAL mode with
+    ``synchronous=NORMAL`` does not flush at commit anyway. A
     failed one is recorded as :func:`pipeline.services.delivery_record`
     records any attempt (``retrying``, to be queued again by the caller, or
-    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``.
+    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``. Runs in autocommit.
     """
     retry: dict[str, list[int]] = {}
     now = timezone.now()
@@ -578,16 +569,15 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
         outcomes: list[tuple[list[Any], dict[str, Any]]] = [(sent, {"status": Delivery.Status.SENT, "sent_at": now})]
         # Skipped: nearly always one reason ("no open socket"), so one UPDATE.
         outcomes += [(ids, {"status": Delivery.Status.SKIPPED, "reason": reason}) for reason, ids in skipped.items()]
-        with transaction.atomic():
-            _commit_without_flush()
-            for ids, values in outcomes:
-                rows_update(
-                    Delivery,
-                    pks=ids,
-                    values={**values, "updated_at": now},
-                    add_one=("attempts",),
-                    where={"status": Delivery.Status.QUEUED},
-                )
+        for ids, values in outcomes:
+            rows_update(
+                Delivery,
+                pks=ids,
+                values={**values, "updated_at": now},
+                add_one=("attempts",),
+                where={"status": Delivery.Status.QUEUED},
+                unflushed=True,
+            )
         done = (Outcome.SENT, Outcome.SKIPPED)
         failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome not in done}
         if not failed:

@@ -259,3 +259,41 @@ def test_rows_update_sets_keeps_counts_and_checks(users):
     bulk.rows_update(type(event), pks=[event.pk], values={"published_at": timezone.now()}, keep=("published_at",))
     event.refresh_from_db()
     assert event.published_at == first  # COALESCE: an earlier value is kept
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="synchronous_commit is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_rows_update_unflushed_turns_synchronous_commit_off_for_its_own_statement_only(users):
+    """A trigger records ``synchronous_commit`` as each UPDATE sees it: ``off`` in the unflushed statement's own
+    transaction, ``on`` in the next statement, and ``on`` for the same call inside a caller's transaction."""
+    emit_event(event_type="test.personal", audience=[users["bob"].pk], data={"text": "x"})
+    processing.events_process()
+    delivery = Delivery.objects.get(notification__recipient=users["bob"])
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE seen_commit (setting text)")
+        cursor.execute(
+            "CREATE FUNCTION seen_commit_record() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen_commit VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER seen_commit BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION seen_commit_record()"
+        )
+    try:
+        bulk.rows_update(Delivery, pks=[delivery.pk], values={"reason": "a"}, unflushed=True)
+        Delivery.objects.filter(pk=delivery.pk).update(reason="b")
+        with transaction.atomic():
+            bulk.rows_update(Delivery, pks=[delivery.pk], values={"reason": "c"}, unflushed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM seen_commit")
+            seen = [row[0] for row in cursor.fetchall()]
+            cursor.execute("SHOW synchronous_commit")
+            session = cursor.fetchone()[0]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER seen_commit ON {table}")
+            cursor.execute("DROP FUNCTION seen_commit_record()")
+            cursor.execute("DROP TABLE seen_commit")
+    assert seen == ["off", "on", "on"]
+    assert session == "on"
+    assert Delivery.objects.get(pk=delivery.pk).reason == "c"
