@@ -29,7 +29,8 @@ Keys (defaults in :data:`DEFAULTS`):
     Seconds one ``notiflow.events_drain`` task keeps taking batches before it
     queues its successor and returns, so other tasks of the ``events`` queue
     get their turn. Keep it below ``DOORBELL_TTL``: a drain sets the
-    doorbell's expiry when it starts and after each wait.
+    doorbell's expiry when it starts, and again when woken once half of it
+    has passed.
 ``DRAIN_LINGER``
     Seconds a drain that found no event waits for the next before it lets
     the doorbell go (woken at once by an emitter), and the longest a batch's

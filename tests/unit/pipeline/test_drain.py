@@ -53,3 +53,31 @@ def test_a_drain_that_takes_the_doorbell_back_goes_on(scripted):
     assert counts["batches"] == 1
     assert scripted["calls"].count("release") == 2
     assert scripted["calls"][-2:] == ["release", "batch"]
+
+
+@pytest.mark.parametrize(("ttl", "wait_seconds", "holds"), [(10.0, 0.0, 1), (0.02, 0.015, 3)])
+def test_a_woken_drain_refreshes_the_doorbell_only_once_half_its_ttl_has_passed(
+    scripted, settings, monkeypatch, ttl, wait_seconds, holds
+):
+    """Two wake-ups: with a 10 s doorbell the start's hold covers them (one Redis call less per woken batch);
+    with one of 20 ms, 15 ms per wait is past half of it, and each wake-up refreshes it."""
+    import time
+
+    settings.NOTIFLOW = {**settings.NOTIFLOW, "DOORBELL_TTL": ttl}
+    scripted["batches"] = [0, 1, 1, 0, 0]  # none; woken: one; woken: one; none, and none after letting go
+    wakes = [True, True]
+
+    def wait(timeout):
+        scripted["calls"].append("wait")
+        if wakes:
+            time.sleep(wait_seconds)
+            return wakes.pop(0)
+        return False
+
+    monkeypatch.setattr(publishing, "doorbell_wait", wait)
+
+    counts = drain.events_drain_run()
+
+    assert counts["batches"] == 2
+    assert scripted["calls"].count("hold") == holds
+    assert scripted["calls"][0] == "hold"
