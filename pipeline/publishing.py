@@ -115,14 +115,17 @@ def events_ring(*, force: bool = False) -> bool:
     if broker_breaker.is_open() and not force:
         return False
     try:
-        if _redis().set(DOORBELL_KEY, b"1", nx=True, px=_ttl_ms()) or force:
+        # One round trip: take the doorbell if it is free, and nudge whatever drain holds it, in case it is
+        # lingering (see doorbell_wait). A nudge left for the drain this call queues only wakes it once for
+        # nothing: it looks, finds no event and lingers again.
+        ring = _redis().pipeline(transaction=False)
+        ring.set(DOORBELL_KEY, b"1", nx=True, px=_ttl_ms())
+        ring.lpush(NUDGE_KEY, b"1")
+        ring.ltrim(NUDGE_KEY, 0, 0)
+        ring.pexpire(NUDGE_KEY, _ttl_ms())
+        taken = ring.execute()[0]
+        if taken or force:
             current_app.send_task("notiflow.events_drain", queue=EVENTS_QUEUE)
-        else:  # a drain holds the doorbell: wake it if it is lingering (see doorbell_wait)
-            nudge = _redis().pipeline()
-            nudge.lpush(NUDGE_KEY, b"1")
-            nudge.ltrim(NUDGE_KEY, 0, 0)
-            nudge.pexpire(NUDGE_KEY, _ttl_ms())
-            nudge.execute()
     except BROKER_ERRORS as exc:
         broker_breaker.trip()
         logger.warning("Broker unreachable; new events wait in the database for the sweep: %s", exc)
