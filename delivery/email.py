@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import socket
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,25 @@ from delivery.base import DeliveryMethod, DeliveryResult, Message
 from delivery.templates import text_render
 
 _TRANSIENT_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, ConnectionError, OSError)
+
+
+class _Email(EmailMultiAlternatives):
+    """Django's email with the MIME boundary set before the message is written.
+
+    Without one, Python's generator makes one per message and compiles a
+    regular expression from it to look for it in the parts
+    (``email.generator.Generator._make_boundary``): about a tenth of the
+    sending process's CPU per email (400 emails over one connection to the
+    local SMTP server: 1.36-1.38 ms of CPU each against 1.44-1.63 ms,
+    2026-12-07). The boundary here holds 128 random bits (``uuid4``), which
+    no part can hold unless it was written after this one was drawn.
+    """
+
+    def message(self) -> Any:
+        msg = super().message()
+        if msg.is_multipart():
+            msg.set_boundary(f"=_notiflow_{uuid.uuid4().hex}")
+        return msg
 
 
 def classify_smtp_error(exc: BaseException) -> DeliveryResult:
@@ -73,7 +93,7 @@ class EmailMethod(DeliveryMethod):
         ``message.key``, so a resend after a crash is recognisable as the same email (RFC 1047)."""
         subject, text, html = self.render(message)
         headers = {"Message-ID": f"<notiflow.{message.key}@{DNS_NAME}>"} if message.key else {}
-        email = EmailMultiAlternatives(
+        email = _Email(
             subject=subject,
             body=text,
             from_email=self.options.get("from_email"),

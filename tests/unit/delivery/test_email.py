@@ -82,3 +82,15 @@ def test_a_digest_subject_and_text_are_not_escaped():
     assert f"Hi {TRICKY_NAME}, here is what happened:" in text
     assert f"- {TRICKY}" in text
     assert html is not None and escape(TRICKY) in html and "<b>" not in html
+
+
+def test_each_multipart_email_gets_its_own_boundary_and_both_parts_survive_it():
+    method = EmailMethod(alias="email", options={})
+    first, second = (method.build(tricky_message()).message() for _ in range(2))
+
+    boundaries = {first.get_boundary(), second.get_boundary()}
+    assert len(boundaries) == 2 and all(b.startswith("=_notiflow_") for b in boundaries)
+    parsed = message_from_bytes(first.as_bytes(), policy=policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed.get_body(preferencelist=("html",)).get_content().startswith("<p>Hi ")
