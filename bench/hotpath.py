@@ -129,6 +129,30 @@ class BenchError(RuntimeError):
 # -- figures ----------------------------------------------------------------------------------------------------------
 
 
+def postgres_setting(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--postgres-setting`` (an ``argparse`` type)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def postgres_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The private PostgreSQL's server settings given with ``--postgres-setting`` (none: the defaults)."""
+    return dict(getattr(args, "postgres_setting", None) or [])
+
+
+def postgres_setting_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--postgres-setting",
+        type=postgres_setting,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a server setting of the private PostgreSQL over its defaults (repeatable), e.g. "
+        "checkpoint_timeout=30min; recorded in the JSON's environment",
+    )
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..1) of ``values``; NaN when empty."""
     if not values:
@@ -430,7 +454,7 @@ class HotPath:
         noop_dir.mkdir()
         if self.args.db == "postgres":
             print(f"Starting PostgreSQL in {self.var_dir / 'postgres'} ...", flush=True)
-            self.postgres = stack.use_postgres()
+            self.postgres = stack.use_postgres(settings=postgres_settings(self.args))
             self.cpu.postgres_dir = str(self.var_dir / "postgres")
         stack.apply_env()
         stack.manage("migrate", "--noinput", "-v", "0")
@@ -481,6 +505,7 @@ class HotPath:
             "database_connect": ms_summary(connect),
             "settings": "bench.lossy_settings" if getattr(self.args, "drop_pushes", 0) else SETTINGS_MODULE,
             "drop_pushes": getattr(self.args, "drop_pushes", 0),
+            "postgres_settings": postgres_settings(self.args) if self.args.db == "postgres" else {},
             "gap_wait": getattr(self.args, "gap_wait", None),
             # The worker settings the peer benchmark (django-notifs) uses: task events off, WARNING logs.
             "worker": "peer settings: no task events, WARNING"
@@ -1037,6 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stall-seconds", type=float, default=60.0, help="a phase fails after this long idle (60)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default var/bench/hotpath-<db>.json)")
+    postgres_setting_argument(parser)
     parser.add_argument(
         "--peer-settings",
         action="store_true",

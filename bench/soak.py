@@ -79,7 +79,7 @@ from types import FrameType
 from typing import Any
 
 from bench.connections import rss_kib
-from bench.hotpath import ROOT, BenchError, Emitted, HotPath, percentile
+from bench.hotpath import ROOT, BenchError, Emitted, HotPath, percentile, postgres_setting_argument
 
 #: The broker's Celery queues sampled (kombu keeps each one as a Redis list named after it).
 QUEUES = ("events", "deliver.email", "deliver.websocket", "digest", "dead_letter")
@@ -544,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stall-seconds", type=float, default=60.0, help="the drain fails after this long idle (60)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default var/bench/soak-<db>.json)")
+    postgres_setting_argument(parser)
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = ROOT / "var" / "bench" / f"soak-{args.db}.json"

@@ -18,7 +18,8 @@ start), ``socket/`` (the Unix socket; nothing else listens on it),
 ``password`` (the role's password, kept for the next start) and
 ``postgres.log`` (the server's log). TCP connections authenticate with
 ``scram-sha-256``, PostgreSQL's default; fsync and the other server settings
-are the defaults.
+are the defaults, unless ``settings`` names some (a benchmark's variant, such
+as ``{"checkpoint_timeout": "30min"}``).
 
 PostgreSQL refuses to run as root, so when this process is root, ``initdb``,
 ``pg_ctl`` and the server run as the Debian ``postgres`` system user
@@ -36,6 +37,7 @@ import re
 import secrets
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from webapp.stack import free_port
@@ -87,8 +89,13 @@ class PrivatePostgres:
     Also a context manager (``with PrivatePostgres(path) as url: ...``).
     """
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, var_dir: Path, *, settings: Mapping[str, str] | None = None) -> None:
         self.var_dir = var_dir.resolve()
+        #: Server settings given at start (``-c name=value``), over the defaults: a benchmark's variant.
+        self.settings = dict(settings or {})
+        for name, value in self.settings.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", name) or not re.fullmatch(r"[A-Za-z0-9_.:+-]+", value):
+                raise ValueError(f"not a server setting this tooling passes on: {name}={value!r}")
         self.data_dir = self.var_dir / "data"
         self.socket_dir = self.var_dir / "socket"
         self.log_file = self.var_dir / "postgres.log"
@@ -137,6 +144,7 @@ class PrivatePostgres:
             self._pg_ctl_stop(bin_dir, timeout=timeout)
         port = free_port()
         options = f"-p {port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             bin_dir / "pg_ctl",
             "--pgdata",

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -132,8 +132,9 @@ class Stack:
         for sub in ("redis", "mail/new", "mail/cur", "mail/tmp"):
             (self.var_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def use_postgres(self) -> PrivatePostgres:
-        """Start a private PostgreSQL in ``var_dir/postgres`` and point the stack's ``DATABASE_URL`` at it.
+    def use_postgres(self, *, settings: Mapping[str, str] | None = None) -> PrivatePostgres:
+        """Start a private PostgreSQL in ``var_dir/postgres`` (server ``settings`` over the defaults) and point
+        the stack's ``DATABASE_URL`` at it.
 
         Call it after :meth:`prepare` (a fresh one deletes the cluster) and
         before :meth:`apply_env`, :meth:`manage` and :meth:`start`; call the
@@ -142,7 +143,7 @@ class Stack:
         """
         from webapp.postgres import PrivatePostgres
 
-        postgres = PrivatePostgres(self.var_dir / "postgres")
+        postgres = PrivatePostgres(self.var_dir / "postgres", settings=settings)
         self.env["DATABASE_URL"] = postgres.start()
         return postgres
 
