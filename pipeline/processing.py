@@ -541,7 +541,8 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
     ``synchronous=NORMAL`` does not flush at commit anyway. A
     failed one is recorded as :func:`pipeline.services.delivery_record`
     records any attempt (``retrying``, to be queued again by the caller, or
-    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``. Runs in autocommit.
+    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``. Call it outside a transaction (as
+    the drain does, after the batch's commit): inside one, its records wait for that transaction's commit.
     """
     retry: dict[str, list[int]] = {}
     now = timezone.now()
