@@ -97,6 +97,27 @@ def _redis() -> redis.Redis:
     return client
 
 
+_RING = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], 0, 0)
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 0
+"""
+_scripts: dict[int, Any] = {}
+
+
+def _ring_script() -> Any:
+    """:data:`_RING` registered with this process's client (``EVALSHA``, loaded again by redis-py if the server
+    lost it): ``1`` if it set the doorbell, ``0`` if it was held and it nudged the holder."""
+    pid = os.getpid()
+    script = _scripts.get(pid)
+    if script is None:
+        _scripts.clear()
+        script = _scripts[pid] = _redis().register_script(_RING)
+    return script
+
+
 def _ttl_ms() -> int:
     return int(float(notiflow_settings.DOORBELL_TTL) * 1000)
 
@@ -115,15 +136,9 @@ def events_ring(*, force: bool = False) -> bool:
     if broker_breaker.is_open() and not force:
         return False
     try:
-        # One round trip: take the doorbell if it is free, and nudge whatever drain holds it, in case it is
-        # lingering (see doorbell_wait). A nudge left for the drain this call queues only wakes it once for
-        # nothing: it looks, finds no event and lingers again.
-        ring = _redis().pipeline(transaction=False)
-        ring.set(DOORBELL_KEY, b"1", nx=True, px=_ttl_ms())
-        ring.lpush(NUDGE_KEY, b"1")
-        ring.ltrim(NUDGE_KEY, 0, 0)
-        ring.pexpire(NUDGE_KEY, _ttl_ms())
-        taken = ring.execute()[0]
+        # One round trip (a script runs atomically): take the doorbell if it is free, else nudge the drain that
+        # holds it, in case it is lingering (see doorbell_wait).
+        taken = _ring_script()(keys=[DOORBELL_KEY, NUDGE_KEY], args=[_ttl_ms()])
         if taken or force:
             current_app.send_task("notiflow.events_drain", queue=EVENTS_QUEUE)
     except BROKER_ERRORS as exc:

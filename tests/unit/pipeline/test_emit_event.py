@@ -1,5 +1,6 @@
 """emit_event(): validation, transactions and publishing, against the real broker."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from datetime import timezone as fixed_offset
 
@@ -72,6 +73,28 @@ def test_a_held_doorbell_publishes_nothing_and_the_running_drain_takes_the_event
     publishing.ringer.flush()  # the doorbell is rung from a thread: wait for it
     assert [p["task"] for p in published] == [DRAIN]
     assert processed(event_id) is not None
+
+
+def test_a_ring_takes_a_free_doorbell_without_a_nudge_and_nudges_a_held_one(users, published, monkeypatch):
+    """One script, either way: a free doorbell is taken and a drain queued, and no nudge is left to wake that
+    drain for nothing; a held one queues nothing and leaves one nudge for the drain that holds it."""
+    prefix = f"notiflow:test:{uuid.uuid4().hex}"
+    doorbell, nudge = f"{prefix}:doorbell", f"{prefix}:nudge"
+    monkeypatch.setattr(publishing, "DOORBELL_KEY", doorbell)
+    monkeypatch.setattr(publishing, "NUDGE_KEY", nudge)
+    client = publishing._redis()
+    try:
+        assert publishing.events_ring() is True
+        assert [p["task"] for p in published] == [DRAIN]
+        assert (client.exists(doorbell), client.llen(nudge)) == (1, 0)
+
+        assert publishing.events_ring() is True
+        assert publishing.events_ring() is True
+        assert len(published) == 1  # held: no message per ring
+        assert client.llen(nudge) == 1  # one nudge, however many rings
+        assert 0 < client.pttl(nudge) <= publishing._ttl_ms()
+    finally:
+        client.delete(doorbell, nudge)
 
 
 @pytest.mark.parametrize(
