@@ -97,6 +97,8 @@ def _redis() -> redis.Redis:
     return client
 
 
+#: Take the doorbell (KEYS[1]) if it is free and return 1; else nudge its holder (KEYS[2]) and return 0. ARGV[1]:
+#: the expiry of both, ms. Sent whole with ``EVAL`` (Redis keeps the compiled script by its SHA1).
 _RING = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 redis.call('LPUSH', KEYS[2], '1')
@@ -104,18 +106,6 @@ redis.call('LTRIM', KEYS[2], 0, 0)
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 0
 """
-_scripts: dict[int, Any] = {}
-
-
-def _ring_script() -> Any:
-    """:data:`_RING` registered with this process's client (``EVALSHA``, loaded again by redis-py if the server
-    lost it): ``1`` if it set the doorbell, ``0`` if it was held and it nudged the holder."""
-    pid = os.getpid()
-    script = _scripts.get(pid)
-    if script is None:
-        _scripts.clear()
-        script = _scripts[pid] = _redis().register_script(_RING)
-    return script
 
 
 def _ttl_ms() -> int:
@@ -138,7 +128,7 @@ def events_ring(*, force: bool = False) -> bool:
     try:
         # One round trip (a script runs atomically): take the doorbell if it is free, else nudge the drain that
         # holds it, in case it is lingering (see doorbell_wait).
-        taken = _ring_script()(keys=[DOORBELL_KEY, NUDGE_KEY], args=[_ttl_ms()])
+        taken = _redis().eval(_RING, 2, DOORBELL_KEY, NUDGE_KEY, str(_ttl_ms()))
         if taken or force:
             current_app.send_task("notiflow.events_drain", queue=EVENTS_QUEUE)
     except BROKER_ERRORS as exc:
