@@ -34,6 +34,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+import psutil
+
 from webapp import SETTINGS_CHOSEN
 
 if TYPE_CHECKING:
@@ -288,39 +290,21 @@ class Stack:
 ORPHAN_GRACE = 10.0
 
 
-def _processes() -> list[tuple[int, str, int, int]]:
-    """``(pid, state, ppid, pgrp)`` of every process (Linux ``/proc``; empty where there is none)."""
-    rows: list[tuple[int, str, int, int]] = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return rows
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ... after "pid (comm) "
-        rows.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
-    return rows
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def process_groups_below(pid: int) -> set[int]:
-    """The process-group ids of every descendant of ``pid`` but ``pid``'s own."""
-    children: dict[int, list[int]] = {}
-    group_of: dict[int, int] = {}
-    for child, _state, parent, group in _processes():
-        children.setdefault(parent, []).append(child)
-        group_of[child] = group
-    found: set[int] = set()
-    below = list(children.get(pid, []))
-    while below:
-        child = below.pop()
-        found.add(group_of[child])
-        below.extend(children.get(child, []))
-    found.discard(group_of.get(pid, pid))
-    return found
+    """The process-group ids of every descendant of ``pid`` but ``pid``'s own (psutil)."""
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    found = {_group_of(child.pid) for child in below}
+    return {group for group in found if group is not None and group != _group_of(pid)}
 
 
 def process_groups_end(groups: set[int], *, grace: float) -> None:
@@ -328,7 +312,8 @@ def process_groups_end(groups: set[int], *, grace: float) -> None:
     does not reap, as in some containers, leaves them), then SIGKILL the groups that still have one."""
     deadline = time.monotonic() + grace
     while True:
-        left = {group for _pid, state, _parent, group in _processes() if group in groups and state not in "ZX"}
+        live = (p.pid for p in psutil.process_iter(["status"]) if p.info["status"] != psutil.STATUS_ZOMBIE)
+        left = {group for group in map(_group_of, live) if group in groups}
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
