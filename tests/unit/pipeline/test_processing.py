@@ -3,6 +3,8 @@ multi-row inserts (pipeline.bulk), and inline sends built and sent only for reac
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -137,9 +139,12 @@ def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
     }
 
 
-def test_rows_insert_stores_shared_varying_and_null_values_of_every_row(users):
+@pytest.mark.parametrize("unnest_from", [1, 10**6], ids=["arrays", "values"])
+def test_rows_insert_stores_shared_varying_and_null_values_of_every_row(users, monkeypatch, unnest_from):
     """Rows mixing values every row shares (the same objects: bound once on PostgreSQL), values that vary
-    (JSON, text, ints), NULLs and the model's defaults come back as given, on either database."""
+    (JSON, text, ints), NULLs and the model's defaults come back as given, on either database, and on
+    PostgreSQL in both of its forms (arrays from ``_UNNEST_MIN_ROWS`` rows, ``VALUES`` below)."""
+    monkeypatch.setattr(bulk, "_UNNEST_MIN_ROWS", unnest_from)
     event = Event.objects.create(
         event_type="test.personal", audience={"kind": "users", "user_ids": []}, occurred_at=timezone.now()
     )
@@ -195,6 +200,20 @@ def test_rows_insert_when_inserts_only_if_its_condition_holds(users):
 def test_rows_insert_rejects_a_column_the_model_does_not_have():
     with pytest.raises(TypeError, match="recipient"):
         rows_insert(Notification, columns=("recipient",), rows=[(1,)])
+
+
+def test_rows_insert_gives_each_call_its_own_time_stamps_and_callable_defaults(users):
+    """What a call works out once per shape (the constant defaults) is reused; what changes per call is not:
+    ``auto_now_add`` is each call's time, and a callable default (``Event.data``: ``dict``) is called anew."""
+    columns = ("id", "event_type", "audience", "occurred_at")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    audience = {"kind": "users", "user_ids": [users["bob"].pk]}
+    rows_insert(Event, columns=columns, rows=[(first, "test.personal", audience, timezone.now())])
+    rows_insert(Event, columns=columns, rows=[(second, "test.personal", audience, timezone.now())])
+
+    one, two = Event.objects.get(pk=first), Event.objects.get(pk=second)
+    assert one.created_at < two.created_at
+    assert (one.data, two.data, one.target_type, two.progress_user_id, two.completed_at) == ({}, {}, "", 0, None)
 
 
 def test_a_queued_send_skips_the_recipients_its_method_cannot_reach(users):
