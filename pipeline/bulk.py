@@ -25,7 +25,7 @@ import enum
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connections, models
 from django.db.models import QuerySet
@@ -380,6 +380,58 @@ def select_in(
         compiled = _SELECTS[shape] = (sql, slots)
     sql, slots = compiled
     return sql, [slot.value if isinstance(slot, _Constant) else lists[slot[0]][slot[1]] for slot in slots]
+
+
+_M = TypeVar("_M", bound=models.Model)
+_LOADERS: dict[tuple[str, type[models.Model], tuple[str, ...]], tuple[list[str], list[int], list[Any]]] = {}
+
+
+def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using: str = "default") -> list[_M]:
+    """The ``model`` instances of the rows ``sql`` returns, as ``model.objects.raw(sql, params)`` builds them.
+
+    ``sql`` selects columns of ``model``'s table by their names (the ORM's
+    own SQL of a queryset of ``model``, from :func:`select_in` or
+    ``query.sql_with_params()``); columns it leaves out are deferred, as
+    with ``only()``. Each value goes through its field's converters (JSON
+    text to a dict on PostgreSQL, text to a UUID on SQLite), worked out once
+    per database, model and columns: ``RawQuerySet`` works them out, and
+    maps the columns to fields, for every query, which cost the hot path
+    more than running its one-event ``SELECT`` (0.3 of 0.68 ms).
+    Raises ``TypeError`` for a column that is not a field of ``model``,
+    and what the database raises.
+    """
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = tuple(column[0] for column in cursor.description)
+        rows = cursor.fetchall()
+    key = (connection.alias, model, names)
+    loader = _LOADERS.get(key)
+    if loader is None:
+        by_column = {f.column: f for f in model._meta.concrete_fields}
+        unknown = [name for name in names if name not in by_column]
+        if unknown:
+            raise TypeError(f"{model.__name__} has no column(s) {unknown}")
+        order = sorted(range(len(names)), key=lambda i: model._meta.concrete_fields.index(by_column[names[i]]))
+        converters = []
+        for i in order:
+            column = by_column[names[i]].get_col(model._meta.db_table)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            converters.append((column, found) if found else None)
+        if len(_LOADERS) > 256:  # shapes are few; bounded anyway
+            _LOADERS.clear()
+        loader = _LOADERS[key] = ([by_column[names[i]].attname for i in order], order, converters)
+    attnames, order, converters = loader
+    instances = []
+    for row in rows:
+        values = [row[i] for i in order]
+        for k, convert in enumerate(converters):
+            if convert is not None:
+                column, functions = convert
+                for function in functions:
+                    values[k] = function(values[k], column, connection)
+        instances.append(model.from_db(connection.alias, attnames, values))
+    return instances
 
 
 class _Constant:

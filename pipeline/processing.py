@@ -46,7 +46,7 @@ from django.utils import timezone
 from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
-from pipeline.bulk import rows_insert, rows_update, select_in
+from pipeline.bulk import instances_select, rows_insert, rows_update, select_in
 from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
@@ -148,7 +148,7 @@ def _users_load(ids: list[int]) -> dict[int, Any]:
     query = select_in("processing.users", lambda pks: _users().filter(pk__in=pks), ids)
     if query is None:
         return {}
-    return {user.pk: user for user in get_user_model().objects.raw(*query)}
+    return {user.pk: user for user in instances_select(get_user_model(), *query)}
 
 
 def _render_all(plan: _Planned, users: dict[int, Any]) -> list[tuple[int, str, str]]:
@@ -329,7 +329,7 @@ def _events_take(limit: int) -> list[Event]:
     if key not in _PENDING_SQL:
         _PENDING_SQL[key] = events_pending()[:limit].query.sql_with_params()
     sql, params = _PENDING_SQL[key]
-    return list(Event.objects.raw(sql, params))
+    return instances_select(Event, sql, params)
 
 
 _PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}

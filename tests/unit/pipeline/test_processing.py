@@ -216,6 +216,26 @@ def test_rows_insert_gives_each_call_its_own_time_stamps_and_callable_defaults(u
     assert (one.data, two.data, one.target_type, two.progress_user_id, two.completed_at) == ({}, {}, "", 0, None)
 
 
+def test_instances_select_builds_instances_as_the_orm_does(users):
+    """Converted values (a UUID, JSON, a datetime), deferred columns left out of the SQL, and every row."""
+    emit_event(event_type="test.personal", audience=[users["bob"].pk], actor=users["alice"], data={"n": [1, "é"]})
+    emit_event(event_type="test.personal", audience=[users["carol"].pk], data={"n": 2})
+    sql, params = Event.objects.order_by("created_at").query.sql_with_params()
+
+    built = bulk.instances_select(Event, sql, params)
+
+    assert [(e.pk, e.data, e.actor_id, e.audience, e.occurred_at) for e in built] == [
+        (e.pk, e.data, e.actor_id, e.audience, e.occurred_at) for e in Event.objects.order_by("created_at")
+    ]
+    assert isinstance(built[0].pk, uuid.UUID) and built[0].data == {"n": [1, "é"]}
+    user_sql, user_params = get_user_model().objects.only("username").filter(pk=users["bob"].pk).query.sql_with_params()
+    (bob,) = bulk.instances_select(get_user_model(), user_sql, user_params)
+    assert bob.username == "bob" and bob.get_deferred_fields() >= {"email", "password"}
+    assert bob.email == "bob@example.com"  # loaded on access, as with only()
+    with pytest.raises(TypeError, match="no column"):
+        bulk.instances_select(Event, "SELECT 1 AS no_such_field", [])
+
+
 def test_a_queued_send_skips_the_recipients_its_method_cannot_reach(users):
     # The path of a retried or re-queued delivery (notiflow.deliveries_send): reachability is asked there too.
     emit_event(event_type="test.personal", audience=[users["bob"].pk, users["carol"].pk], data={"text": "x"})
