@@ -6,7 +6,12 @@ When it finds none, it lingers up to ``DRAIN_LINGER`` seconds, woken at once
 by an emitter's nudge, before it lets the doorbell go: under a steady trickle
 of events (tens a second) one drain takes them all as they come, instead of
 one broker message and one task per event. A lone event still goes out at
-once: the first batch is taken as soon as the drain starts. Having let the
+once: the first batch is taken as soon as the drain starts. After a batch
+that was not full, the drain does not look again but waits for a nudge:
+an event committed after that batch's take was rung after its commit, and
+a drain that holds the doorbell is nudged by every ring (on PostgreSQL, the
+empty look cost BEGIN, the advisory lock, the take and COMMIT after each
+batch of a trickle). Having let the
 doorbell go, it looks for events once more; if it finds some, it goes on
 only if it can take the doorbell back: if an emitter rang it meanwhile, the
 drain that ring queued takes them. Two drains side by side (one pool
@@ -74,12 +79,16 @@ def events_drain_run() -> dict[str, int]:
         publishing.doorbell_hold()
         held_at = time.monotonic()
         while True:
-            if _batch_run(counts, gathered):
-                if time.monotonic() > deadline:
-                    publishing.events_ring(force=True)  # work may be left: a successor takes it
-                    return counts
+            batch = _batch_run(counts, gathered)
+            if batch and time.monotonic() > deadline:
+                publishing.events_ring(force=True)  # work may be left: a successor takes it
+                return counts
+            if batch.more:
                 continue
-            # No event pending: linger for the next ones, holding the doorbell.
+            # No event pending, or none but those of a batch that was not full: every event committed after
+            # that batch's take rang the doorbell this drain holds, so a nudge is waiting for it. Linger for
+            # the next ones, holding the doorbell; looking again at once would cost a transaction that finds
+            # nothing after each batch of a trickle.
             idle_until = min(time.monotonic() + linger, deadline)
             woken = False
             while not woken and time.monotonic() < idle_until:

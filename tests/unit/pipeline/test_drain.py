@@ -16,7 +16,8 @@ def scripted(monkeypatch, settings):
 
     def take() -> processing.Batch:
         state["calls"].append("batch")
-        return processing.Batch(events=state["batches"].pop(0) if state["batches"] else 0)
+        scripted = state["batches"].pop(0) if state["batches"] else 0
+        return scripted if isinstance(scripted, processing.Batch) else processing.Batch(events=scripted)
 
     def doorbell(name, result=None):
         def call(*args, **kwargs):
@@ -35,7 +36,7 @@ def scripted(monkeypatch, settings):
 
 
 def test_a_drain_that_finds_events_after_letting_go_stops_if_a_new_drain_was_rung(scripted):
-    scripted["batches"] = [1, 0, 1]  # one batch, none (linger, let go), then one more found on the last look
+    scripted["batches"] = [1, 1]  # one batch (not full: linger, let go), then one more found on the last look
     scripted["taken"] = [False]  # an emitter rang the doorbell meanwhile
 
     counts = drain.events_drain_run()
@@ -81,3 +82,16 @@ def test_a_woken_drain_refreshes_the_doorbell_only_once_half_its_ttl_has_passed(
     assert counts["batches"] == 2
     assert scripted["calls"].count("hold") == holds
     assert scripted["calls"][0] == "hold"
+
+
+def test_after_a_batch_that_was_not_full_the_drain_waits_for_a_nudge_instead_of_looking_again(scripted):
+    """A full batch (``more``) is followed by the next at once; one that was not full by the linger, whose
+    nudges announce every event committed after its take: no empty batch (a transaction) in between."""
+    scripted["batches"] = [processing.Batch(events=50, more=True), 1]
+
+    counts = drain.events_drain_run()
+
+    calls = scripted["calls"]
+    calls = [c for i, c in enumerate(calls) if not (c == "wait" and calls[i - 1] == "wait")]  # the linger's
+    assert calls == ["hold", "batch", "batch", "wait", "release", "batch"]
+    assert counts == {"batches": 2, "events": 51, "notifications": 0}
