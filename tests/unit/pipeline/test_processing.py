@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from pipeline import Audience, bulk, emit_event, processing, sending
 from pipeline.bulk import rows_insert
-from pipeline.models import Delivery, Event, Inbox, Notification
+from pipeline.models import Delivery, Event, Inbox, Notification, Preference
 from tests.support.methods import ReachableMethod
 
 pytestmark = pytest.mark.django_db
@@ -83,6 +83,61 @@ def test_a_batch_split_over_many_statements_stores_every_row_in_emit_order(users
         ("reachable", Delivery.Status.QUEUED, 0, "", "")
     }
     assert {d.delivery_id for d in batch.inline["reachable"]} == {d.pk for d in deliveries}
+
+
+def test_a_batch_continues_each_inbox_in_emit_order_with_a_delivery_per_method_and_its_decision(users):
+    """Cursors and push positions continue each recipient's inbox (created when missing) in emit order, push
+    positions only for what goes to sockets now, one delivery per method with its decision, the events done,
+    and the batch's sends naming the stored deliveries in emit order."""
+    bob, carol, dave = (users[n] for n in ("bob", "carol", "dave"))
+    Inbox.objects.create(user=bob, last_cursor=7, last_push_seq=3)  # carol's and dave's do not exist yet
+    Preference.objects.create(user=carol, method="websocket", setting="off", category="critiques")
+    Preference.objects.create(user=dave, method="email", setting="daily", category="critiques")
+    first = emit_event(event_type="critique.created", audience=[bob, carol, dave], data={"artwork_title": "a"})
+    second = emit_event(event_type="test.personal", audience=[bob, dave], data={"text": "b"})
+    third = emit_event(event_type="critique.created", audience=[bob], data={"artwork_title": "c"})
+
+    batch = processing.events_process()
+
+    assert (batch.events, batch.notifications) == (3, 6)
+    stored = {(n.event_id, n.recipient_id): (n.cursor, n.push_seq) for n in Notification.objects.all()}
+    assert stored == {
+        (first, bob.pk): (8, 4),
+        (second, bob.pk): (9, None),  # "reachable" is not a streamed method
+        (third, bob.pk): (10, 5),
+        (first, carol.pk): (1, None),  # her push is off
+        (first, dave.pk): (1, 1),
+        (second, dave.pk): (2, None),
+    }
+    assert {i.user_id: (i.last_cursor, i.last_push_seq) for i in Inbox.objects.all()} == {
+        bob.pk: (10, 5),
+        carol.pk: (1, 0),
+        dave.pk: (2, 1),
+    }
+    deliveries = {
+        (d.notification.event_id, d.notification.recipient_id, d.method): (d.status, d.digest)
+        for d in Delivery.objects.select_related("notification")
+    }
+    queued, skipped = Delivery.Status.QUEUED, Delivery.Status.SKIPPED
+    assert deliveries == {
+        (first, bob.pk, "websocket"): (queued, ""),
+        (first, bob.pk, "email"): (queued, ""),
+        (second, bob.pk, "reachable"): (queued, ""),
+        (third, bob.pk, "websocket"): (queued, ""),
+        (third, bob.pk, "email"): (queued, ""),
+        (first, carol.pk, "websocket"): (skipped, ""),
+        (first, carol.pk, "email"): (queued, ""),
+        (first, dave.pk, "websocket"): (queued, ""),
+        (first, dave.pk, "email"): (queued, "daily"),
+        (second, dave.pk, "reachable"): (queued, ""),
+    }
+    by_id = {d.pk: d for d in Delivery.objects.select_related("notification")}
+    pushes = [by_id[p.delivery_id].notification for p in batch.inline["websocket"]]
+    assert [(n.recipient_id, n.cursor) for n in pushes] == [(bob.pk, 8), (dave.pk, 1), (bob.pk, 10)]  # emit order
+    assert [by_id[i].notification.recipient_id for i in batch.queued["email"]] == [bob.pk, carol.pk, bob.pk]
+    assert [by_id[i].digest for i in batch.digest] == ["daily"]
+    assert not Event.objects.filter(completed_at__isnull=True).exists()
+    assert not Event.objects.filter(published_at__isnull=True).exists()
 
 
 def test_a_role_is_stored_in_chunks_of_active_members_once_even_when_a_chunk_is_taken_again(users):
