@@ -63,6 +63,30 @@ def test_subject_and_text_are_plain_text_and_only_the_html_is_escaped():
     assert parsed.get_body(preferencelist=("plain",)).get_content() == email.body
 
 
+def test_a_subject_that_is_not_ascii_goes_as_base64_words_on_short_lines_and_reads_back_the_same():
+    """Mostly ASCII, as most subjects are: UTF-8's default would pick quoted-printable, measured per prefix."""
+    long = "Zoë critiqued your artwork “" + "a long title " * 12 + "Ωμέγα 漢字”"
+    for subject in (long, "plain ASCII stays as it is", "alice critiqued your artwork “hotpath b-12”"):
+        message = tricky_message()
+        built = EmailMethod(alias="email", options={}).build(message)
+        built.subject = subject
+
+        raw = built.message().as_bytes()
+
+        header = raw.split(b"\n\n", 1)[0].decode("ascii")
+        lines = header.split("\n")
+        start = next(i for i, line in enumerate(lines) if line.startswith("Subject:"))
+        end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith((" ", "\t")))
+        words = " ".join(lines[start:end])  # the Subject header with its continuation lines
+        assert all(len(line) <= 78 for line in lines)
+        if subject.isascii():
+            assert "=?" not in words and subject in words
+        else:
+            assert "=?utf-8?b?" in words and "?q?" not in words
+        assert message_from_bytes(raw, policy=policy.default)["Subject"].strip() == subject
+        assert built.subject == subject  # the attribute stays the text
+
+
 def test_a_digest_subject_and_text_are_not_escaped():
     message = tricky_message("notiflow/digest")
     message = Message(
