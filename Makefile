@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test run lint typecheck pytest pytest-postgres system system-postgres clean bench bench-hotpath bench-hotpath-sqlite \
 	bench-hotpath-postgres bench-fanout bench-fanout-sqlite bench-fanout-postgres bench-faults bench-connections \
-	bench-soak bench-store bench-plots
+	bench-soak bench-store bench-trickle bench-plots
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -90,17 +90,22 @@ bench-fanout-postgres: $(STAMP) system-postgres
 bench-plots: $(STAMP)
 	$(BIN)/python -m bench.plots
 
-# Soak: the hot path's workload at half its sustained rate for SOAK_MINUTES (10; 12 to 13 minutes in all):
-# RSS, queue lengths, pending events and latency every 10 s; var/bench/soak-<db>.json. Not part of `make bench`.
-#   make bench-soak SOAK_DB=postgres SOAK_MINUTES=30
-SOAK_DB      ?= sqlite
-SOAK_MINUTES ?= 10
 # Storing one announcement to 100,000 users in-process, on a private PostgreSQL and on SQLite, with the
 # database's statements and its own write floor (about 4 minutes; apart from `make bench`).
 bench-store: $(STAMP) system-postgres
 	$(BIN)/python -m bench.store --db postgres
 	$(BIN)/python -m bench.store --db sqlite
 
+# Database transactions and CPU per event under a steady trickle on a private PostgreSQL, against bench.noop
+# at the same rate (about a minute); see bench/README.md.
+bench-trickle: $(STAMP) system-postgres
+	$(BIN)/python -m bench.trickle
+
+# Soak: the hot path's workload at half its sustained rate for SOAK_MINUTES (10; 12 to 13 minutes in all):
+# RSS, queue lengths, pending events and latency every 10 s; var/bench/soak-<db>.json. Not part of `make bench`.
+#   make bench-soak SOAK_DB=postgres SOAK_MINUTES=30
+SOAK_DB      ?= sqlite
+SOAK_MINUTES ?= 10
 bench-soak: $(STAMP) system $(if $(filter postgres,$(SOAK_DB)),system-postgres)
 	$(BIN)/python -m bench.soak --db $(SOAK_DB) --minutes $(SOAK_MINUTES)
 
