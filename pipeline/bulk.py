@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -105,7 +106,7 @@ def rows_insert(
     connection = connections[using]
     meta = model._meta
     shared = dict(shared or {})
-    shape = _insert_shape(connection, model, tuple(columns), tuple(shared))
+    shape = _insert_shape(connection.alias, model, tuple(columns), tuple(shared))
     by_attname, prepare = shape.fields, shape.prepare
     now = timezone.now()
     fixed: dict[str, Any] = {}
@@ -203,19 +204,14 @@ class _InsertShape:
     fixed: tuple[tuple[str, Any, _Source, Any], ...]
 
 
-_SHAPES: dict[tuple[str, type[models.Model], tuple[str, ...], tuple[str, ...]], _InsertShape] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _insert_shape(
-    connection: Any, model: type[models.Model], columns: tuple[str, ...], shared: tuple[str, ...]
+    alias: str, model: type[models.Model], columns: tuple[str, ...], shared: tuple[str, ...]
 ) -> _InsertShape:
-    """:class:`_InsertShape` of ``model`` for ``columns`` and ``shared`` names, cached: working it out for each
-    call cost a one-row insert (an ``emit_event()``) more Python than its SQL took to build. Raises
-    ``TypeError`` as :func:`rows_insert` documents."""
-    key = (connection.alias, model, columns, shared)
-    shape = _SHAPES.get(key)
-    if shape is not None:
-        return shape
+    """:class:`_InsertShape` of ``model`` for ``columns`` and ``shared`` names on database ``alias``, cached:
+    working it out for each call cost a one-row insert (an ``emit_event()``) more Python than its SQL took to
+    build. Raises ``TypeError`` as :func:`rows_insert` documents."""
+    connection = connections[alias]
     meta = model._meta
     by_attname = {f.attname: f for f in meta.concrete_fields}
     unknown = [name for name in [*columns, *shared] if name not in by_attname]
@@ -243,10 +239,7 @@ def _insert_shape(
         None if by_attname[name].get_internal_type() in _AS_IS else by_attname[name].get_db_prep_save
         for name in columns
     )
-    if len(_SHAPES) > 256:  # shapes are few; bounded anyway
-        _SHAPES.clear()
-    shape = _SHAPES[key] = _InsertShape(by_attname, prepare, tuple(fixed))
-    return shape
+    return _InsertShape(by_attname, prepare, tuple(fixed))
 
 
 @contextlib.contextmanager
@@ -383,7 +376,6 @@ def select_in(
 
 
 _M = TypeVar("_M", bound=models.Model)
-_LOADERS: dict[tuple[str, type[models.Model], tuple[str, ...]], tuple[list[str], list[int], list[Any]]] = {}
 
 
 def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using: str = "default") -> list[_M]:
@@ -405,33 +397,37 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
         cursor.execute(sql, params)
         names = tuple(column[0] for column in cursor.description)
         rows = cursor.fetchall()
-    key = (connection.alias, model, names)
-    loader = _LOADERS.get(key)
-    if loader is None:
-        by_column = {f.column: f for f in model._meta.concrete_fields}
-        unknown = [name for name in names if name not in by_column]
-        if unknown:
-            raise TypeError(f"{model.__name__} has no column(s) {unknown}")
-        order = sorted(range(len(names)), key=lambda i: model._meta.concrete_fields.index(by_column[names[i]]))
-        converters = []
-        for i in order:
-            column = by_column[names[i]].get_col(model._meta.db_table)
-            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            converters.append((column, found) if found else None)
-        if len(_LOADERS) > 256:  # shapes are few; bounded anyway
-            _LOADERS.clear()
-        loader = _LOADERS[key] = ([by_column[names[i]].attname for i in order], order, converters)
-    attnames, order, converters = loader
+    attnames, order, converters = _loader(connection.alias, model, names)
     instances = []
     for row in rows:
         values = [row[i] for i in order]
-        for k, convert in enumerate(converters):
-            if convert is not None:
-                column, functions = convert
-                for function in functions:
-                    values[k] = function(values[k], column, connection)
+        for k, column, functions in converters:
+            for function in functions:
+                values[k] = function(values[k], column, connection)
         instances.append(model.from_db(connection.alias, attnames, values))
     return instances
+
+
+@functools.lru_cache(maxsize=256)
+def _loader(
+    alias: str, model: type[models.Model], names: tuple[str, ...]
+) -> tuple[list[str], list[int], list[tuple[int, Any, list[Any]]]]:
+    """For :func:`instances_select`: the attribute names of ``names`` (columns) in the model's field order,
+    the position of each in a row, and ``(index, column, converters)`` of those with converters."""
+    connection = connections[alias]
+    fields = model._meta.concrete_fields
+    by_column = {f.column: f for f in fields}
+    unknown = [name for name in names if name not in by_column]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column(s) {unknown}")
+    order = sorted(range(len(names)), key=lambda i: fields.index(by_column[names[i]]))
+    converters = []
+    for k, i in enumerate(order):
+        column = by_column[names[i]].get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if found:
+            converters.append((k, column, found))
+    return [by_column[names[i]].attname for i in order], order, converters
 
 
 class _Constant:
