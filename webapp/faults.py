@@ -34,14 +34,15 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from webapp.mailsink import Maildir
+from webapp.mailsink import Maildir, PipeliningAnnounced
 from webapp.stack import Stack, StackError, wait_for
 
 EVENT_TYPE = "test.fault"
 
 
-class RejectingHandler:
-    """An aiosmtpd handler that refuses every recipient with ``550``: a permanent rejection (RFC 5321)."""
+class RejectingHandler(PipeliningAnnounced):
+    """An aiosmtpd handler that refuses every recipient with ``550``: a permanent rejection (RFC 5321). It
+    announces ``PIPELINING`` as the stack's server does, so the refusal reaches the pipelining client."""
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]

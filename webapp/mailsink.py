@@ -26,8 +26,25 @@ from typing import Any
 _sequence = itertools.count()
 
 
-class Maildir:
-    """An aiosmtpd handler: ``handle_DATA`` stores the message in ``mail_dir`` and answers ``250``."""
+class PipeliningAnnounced:
+    """An aiosmtpd handler mixin whose ``EHLO`` reply announces ``PIPELINING`` (RFC 2920), as providers' servers do.
+
+    aiosmtpd reads one command line at a time from its buffer and answers
+    each in order, which is all a pipelining client needs (``delivery.smtp``;
+    ``tests/unit/delivery/test_smtp.py`` sends through it).
+    """
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's ``EHLO`` hook: its own reply lines with ``250-PIPELINING`` before the last."""
+        session.host_name = hostname  # what aiosmtpd does without a hook
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+class Maildir(PipeliningAnnounced):
+    """An aiosmtpd handler: ``handle_DATA`` stores the message in ``mail_dir`` and answers ``250``; ``EHLO``
+    announces ``PIPELINING``."""
 
     def __init__(self, mail_dir: str | os.PathLike[str]) -> None:
         self.mail_dir = Path(mail_dir)

@@ -136,7 +136,7 @@ CHANNEL_LAYERS = {
 CACHE_REDIS_URL = env("CACHE_REDIS_URL", default=urlsplit(REDIS_URL)._replace(path="/2").geturl())
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_REDIS_URL}}
 
-EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="delivery.smtp.EmailBackend")  # Django's, with SMTP PIPELINING
 EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("EMAIL_PORT", default=1025)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")

@@ -1,0 +1,196 @@
+"""SMTP command pipelining (``delivery.smtp``) against a real aiosmtpd server, with and without PIPELINING."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.core.mail import EmailMessage, get_connection
+
+from delivery.smtp import EmailBackend, PipeliningSMTP, PipeliningSMTP_SSL
+from webapp.mailsink import Maildir
+from webapp.stack import free_port
+
+MESSAGE = b"Subject: hello\r\n\r\nfirst line\r\n.a line that starts with a period\r\n..and two\r\nlast\r\n"
+
+
+class Recorder(Maildir):
+    """Our Maildir sink (PIPELINING announced when ``pipelining``), recording each transaction's envelope.
+
+    It refuses as addresses ask: a sender ``refused@``; a recipient
+    ``nobody@`` (550), ``busy@`` (421, closing); content holding ``REFUSE``
+    (554). ``lying@`` is refused but kept, so ``DATA`` is accepted with no
+    recipient the client knows of (a server RFC 2920 section 3.1 warns of).
+    """
+
+    def __init__(self, mail_dir: Any, *, pipelining: bool) -> None:
+        super().__init__(mail_dir)
+        self.pipelining = pipelining
+        self.received: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
+        lines = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return lines if self.pipelining else [line for line in lines if line != "250-PIPELINING"]
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address.startswith("refused@"):
+            return "550 sender refused"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address.startswith("nobody@"):
+            return "550 no such user"
+        if address.startswith("busy@"):
+            return "421 closing"
+        envelope.rcpt_tos.append(address)
+        return "550 refused, kept all the same" if address.startswith("lying@") else "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        if b"REFUSE" in envelope.original_content:
+            return "554 content refused"
+        return await super().handle_DATA(server, session, envelope)
+
+
+class Counting(PipeliningSMTP):
+    """Counts the writes the client makes (one per ``send``)."""
+
+    writes = 0
+
+    def send(self, s: Any) -> None:
+        self.writes += 1
+        super().send(s)
+
+
+@contextlib.contextmanager
+def serving(mail_dir: Any, *, pipelining: bool) -> Iterator[tuple[Controller, Recorder]]:
+    handler = Recorder(mail_dir, pipelining=pipelining)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller, handler
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "no-pipelining"])
+def server(request: Any, tmp_path: Any) -> Iterator[tuple[Controller, Recorder]]:
+    with serving(tmp_path / "mail", pipelining=request.param) as served:
+        yield served
+
+
+def connect(controller: Controller, cls: type[smtplib.SMTP] = Counting) -> Any:
+    client = cls(controller.hostname, controller.port, timeout=10)
+    client.ehlo()
+    return client
+
+
+def outcome(client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes) -> Any:
+    """What ``sendmail`` returned, or the exception it raised (type and arguments)."""
+    try:
+        return client.sendmail(sender, recipients, message)
+    except smtplib.SMTPException as exc:
+        return type(exc), exc.args
+
+
+def test_an_email_goes_in_two_writes_with_pipelining_and_four_without_and_arrives_intact(server):
+    controller, handler = server
+    client = connect(controller)
+    client.writes = 0
+
+    refused = client.sendmail("alice@example.com", ["bob@example.com", "carol@example.com"], MESSAGE)
+
+    assert refused == {}
+    assert client.writes == (2 if handler.pipelining else 5)  # MAIL, 2 RCPT, DATA, content one by one
+    assert handler.received == [("alice@example.com", ["bob@example.com", "carol@example.com"], MESSAGE)]
+    client.quit()
+
+
+SCENARIOS = {
+    "sender refused": ("refused@example.com", ["bob@example.com"], MESSAGE),
+    "one recipient refused": ("alice@example.com", ["nobody@example.com", "bob@example.com"], MESSAGE),
+    "every recipient refused": ("alice@example.com", ["nobody@example.com", "nobody@example.org"], MESSAGE),
+    "content refused": ("alice@example.com", ["bob@example.com"], MESSAGE + b"REFUSE\r\n"),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=list(SCENARIOS))
+def test_a_refusal_raises_or_returns_what_smtplib_does_and_the_next_email_still_goes(server, scenario):
+    controller, handler = server
+    sender, recipients, message = SCENARIOS[scenario]
+    ours, theirs = connect(controller), connect(controller, smtplib.SMTP)
+
+    expected = outcome(theirs, sender, recipients, message)
+    got = outcome(ours, sender, recipients, message)
+
+    assert got == expected
+    assert isinstance(expected, dict) == (scenario == "one recipient refused")
+    # the replies were all read: the same connection carries the next email, which arrives
+    handler.received.clear()
+    assert ours.sendmail("alice@example.com", ["bob@example.com"], MESSAGE) == {}
+    assert handler.received == [("alice@example.com", ["bob@example.com"], MESSAGE)]
+    ours.quit()
+    theirs.quit()
+
+
+def test_a_421_closes_the_connection_as_smtplib_does(server):
+    controller, _ = server
+    ours, theirs = connect(controller), connect(controller, smtplib.SMTP)
+    recipients = ["bob@example.com", "busy@example.com"]
+
+    assert outcome(ours, "alice@example.com", recipients, MESSAGE) == outcome(
+        theirs, "alice@example.com", recipients, MESSAGE
+    )
+    assert ours.sock is None and theirs.sock is None
+
+
+def test_data_accepted_with_no_recipient_left_is_ended_with_a_lone_period(tmp_path):
+    """Only a pipelining client has sent DATA by then (smtplib stops when every RCPT is refused)."""
+    with serving(tmp_path / "mail", pipelining=True) as (controller, handler):
+        client = connect(controller)
+
+        got = outcome(client, "alice@example.com", ["lying@example.com"], MESSAGE)
+
+        assert got == (smtplib.SMTPRecipientsRefused, ({"lying@example.com": (550, b"refused, kept all the same")},))
+        assert handler.received == [("alice@example.com", ["lying@example.com"], b"")]  # no content went
+        assert client.sendmail("alice@example.com", ["bob@example.com"], MESSAGE) == {}
+        assert handler.received[-1] == ("alice@example.com", ["bob@example.com"], MESSAGE)
+        client.quit()
+
+
+def test_a_line_break_in_an_option_is_refused_before_anything_is_sent(server):
+    controller, handler = server
+    client = connect(controller)
+    client.writes = 0
+
+    with pytest.raises(ValueError, match="newline"):
+        client.sendmail("alice@example.com", ["bob@example.com"], MESSAGE, ["BODY=8BITMIME\r\nRCPT TO:<eve@x.org>"])
+    with pytest.raises(ValueError, match="newline"):
+        client.sendmail("alice@example.com", ["bob@example.com"], MESSAGE, (), ["NOTIFY=NEVER\r\nRSET"])
+    assert client.writes == (0 if handler.pipelining else 1)  # smtplib sent MAIL before it met the bad RCPT
+    assert handler.received == []
+
+
+def test_djangos_backend_sends_through_the_pipelining_client(server, settings):
+    controller, handler = server
+    settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+    backend = get_connection("delivery.smtp.EmailBackend")
+    assert isinstance(backend, EmailBackend)
+    assert backend.connection_class is PipeliningSMTP
+    assert EmailBackend(use_ssl=True).connection_class is PipeliningSMTP_SSL
+
+    with backend:
+        sent = backend.send_messages(
+            [EmailMessage("hi", "body\n.dot\n", "alice@example.com", [f"u{i}@example.com"]) for i in range(3)]
+        )
+        assert isinstance(backend.connection, PipeliningSMTP)
+
+    assert sent == 3
+    assert [(r[1], b"\n.dot\n" in r[2].replace(b"\r\n", b"\n")) for r in handler.received] == [
+        ([f"u{i}@example.com"], True) for i in range(3)
+    ]
