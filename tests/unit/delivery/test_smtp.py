@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.smtp import EmailBackend as DjangoEmailBackend
+from django.utils.translation import gettext_lazy
 
 from delivery.smtp import EmailBackend, PipeliningSMTP, PipeliningSMTP_SSL
 from webapp.mailsink import Maildir
@@ -194,3 +196,43 @@ def test_djangos_backend_sends_through_the_pipelining_client(server, settings):
     assert [(r[1], b"\n.dot\n" in r[2].replace(b"\r\n", b"\n")) for r in handler.received] == [
         ([f"u{i}@example.com"], True) for i in range(3)
     ]
+
+
+class Envelopes:
+    """A connection that records what a backend hands to ``sendmail``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[str], bytes]] = []
+
+    def sendmail(self, from_addr: str, to_addrs: list[str], msg: bytes) -> dict[str, Any]:
+        self.sent.append((from_addr, to_addrs, msg))
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient"),
+    [
+        ("notiflow <notifications@localhost>", "bob@example.com"),
+        ("Zoë Ωμέγα <zoe@example.com>", "Björn <bjorn@exämple.org>"),
+        ('"Name, with comma" <a@example.com>', "漢字 <kanji@example.jp>"),
+        (gettext_lazy("lazy@example.com"), "bob@example.com"),
+    ],
+)
+def test_the_backend_hands_smtp_the_addresses_djangos_backend_does(sender, recipient):
+    ours, theirs = EmailBackend(), DjangoEmailBackend()
+    for backend in (ours, theirs):
+        backend.connection = Envelopes()
+        email = EmailMessage("s", "b", sender, [recipient], headers={"Message-ID": "<fixed@example.com>"})
+        email.extra_headers["Date"] = "Mon, 07 Dec 2026 10:00:00 -0000"
+        assert backend._send(email) is True
+        assert backend._send(email) is True  # the second time from what was remembered
+    assert ours.connection.sent == theirs.connection.sent
+
+
+def test_an_invalid_address_is_refused_as_django_refuses_it_every_time():
+    backend = EmailBackend()
+    backend.connection = Envelopes()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Invalid address"):
+            backend._send(EmailMessage("s", "b", "alice@example.com", ["not an address <"]))
+    assert backend.connection.sent == []
