@@ -65,8 +65,11 @@ class StackError(RuntimeError):
 class Stack:
     """The processes of the Procfile, under honcho, with their environment.
 
-    ``var_dir`` holds everything the stack writes. ``processes`` names the
-    Procfile entries to run (``redis`` is left out when ``REDIS_URL`` is set).
+    ``var_dir`` holds everything the stack writes, the SMTP server's Maildir
+    in ``var_dir/mail`` unless ``mail_dir`` names another folder (the
+    benchmarks keep it in memory, on tmpfs). ``processes``
+    names the Procfile entries to run (``redis`` is left out when
+    ``REDIS_URL`` is set).
     """
 
     def __init__(
@@ -77,8 +80,10 @@ class Stack:
         settings_module: str = "webapp.settings.dev",
         preferred_ports: dict[str, int] | None = None,
         extra_env: dict[str, str] | None = None,
+        mail_dir: Path | None = None,
     ) -> None:
         self.var_dir = var_dir
+        self._mail_dir = mail_dir or var_dir / "mail"
         preferred = preferred_ports or {}
         external_redis = os.environ.get("REDIS_URL")
         self.processes = [p for p in processes if not (p == "redis" and external_redis)]
@@ -93,7 +98,7 @@ class Stack:
             "REDIS_DIR": str(var_dir / "redis"),
             "REDIS_PORT": str(self.ports["redis"]),
             "REDIS_URL": external_redis or f"redis://127.0.0.1:{self.ports['redis']}/0",
-            "MAIL_DIR": str(var_dir / "mail"),
+            "MAIL_DIR": str(self._mail_dir),
             "EMAIL_HOST": "127.0.0.1",
             "EMAIL_PORT": str(self.ports["smtp"]),
             "WEB_PORT": str(self.ports["web"]),
@@ -120,7 +125,7 @@ class Stack:
 
     @property
     def mail_dir(self) -> Path:
-        return self.var_dir / "mail"
+        return self._mail_dir
 
     def apply_env(self) -> None:
         """Export the stack's environment into this process (before Django reads its settings)."""
@@ -128,11 +133,13 @@ class Stack:
 
     # -- life cycle -------------------------------------------------------
     def prepare(self, *, fresh: bool) -> None:
-        """Create ``var_dir`` (emptied first when ``fresh``) with its Redis and Maildir folders."""
-        if fresh and self.var_dir.exists():
-            shutil.rmtree(self.var_dir)
-        for sub in ("redis", "mail/new", "mail/cur", "mail/tmp"):
-            (self.var_dir / sub).mkdir(parents=True, exist_ok=True)
+        """Create ``var_dir`` and the Maildir (each emptied first when ``fresh``) with their folders."""
+        for folder in (self.var_dir, self._mail_dir):
+            if fresh and folder.exists():
+                shutil.rmtree(folder)
+        (self.var_dir / "redis").mkdir(parents=True, exist_ok=True)
+        for sub in ("new", "cur", "tmp"):
+            (self._mail_dir / sub).mkdir(parents=True, exist_ok=True)
 
     def use_postgres(self, *, settings: Mapping[str, str] | None = None) -> PrivatePostgres:
         """Start a private PostgreSQL in ``var_dir/postgres`` (server ``settings`` over the defaults) and point
