@@ -92,28 +92,34 @@ class _Pipelining(smtplib.SMTP):
         group.append("data\r\n")
         self.send("".join(group))
 
+        # Every reply of the group, in order. A 421 means the server is closing the connection: close it at
+        # once and raise what smtplib raises for that command (the later replies will not come).
         mail_code, mail_reply = self.getreply()
+        if mail_code == 421:
+            self.close()
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
         refused: dict[str, tuple[int, bytes]] = {}
-        closing = mail_code == 421
         for address in recipients:
             code, reply = self.getreply()
-            closing = closing or code == 421
             if code not in (250, 251):
                 refused[address] = (code, reply)
+            if code == 421:
+                self.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
         data_code, data_reply = self.getreply()
-        closing = closing or data_code == 421
-        if mail_code != 250 or len(refused) == len(recipients) or closing:
-            if data_code == 354 and not closing:  # DATA accepted all the same: end the empty message
+        if data_code == 421:
+            self.close()
+            raise smtplib.SMTPDataError(data_code, data_reply)
+        if mail_code != 250 or len(refused) == len(recipients):
+            if data_code == 354:  # DATA accepted all the same: end the empty message (RFC 2920 section 3.1)
                 self.send(b"." + _CRLF)
                 self.getreply()
-            self._transaction_end(closing)
+            self._reset()
             if mail_code != 250:
                 raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
-            if refused:
-                raise smtplib.SMTPRecipientsRefused(refused)
-            raise smtplib.SMTPDataError(data_code, data_reply)
+            raise smtplib.SMTPRecipientsRefused(refused)
         if data_code != 354:
-            self._transaction_end(closing)
+            self._reset()
             raise smtplib.SMTPDataError(data_code, data_reply)
 
         content = _LEADING_PERIOD.sub(b"..", msg)
@@ -122,16 +128,16 @@ class _Pipelining(smtplib.SMTP):
         self.send(content + b"." + _CRLF)
         code, reply = self.getreply()
         if code != 250:
-            self._transaction_end(code == 421)
+            if code == 421:
+                self.close()
+            else:
+                self._reset()
             raise smtplib.SMTPDataError(code, reply)
         return refused
 
-    def _transaction_end(self, closing: bool) -> None:
-        """Close the connection (the server said ``421``) or reset the transaction, as ``smtplib`` does."""
-        if closing:
-            self.close()
-            return
-        with contextlib.suppress(smtplib.SMTPServerDisconnected):  # gone already: nothing to reset
+    def _reset(self) -> None:
+        """Reset the transaction (``RSET``) after a refusal, as ``smtplib`` does; a closed connection is left."""
+        with contextlib.suppress(smtplib.SMTPServerDisconnected):
             self.rset()
 
 

@@ -48,6 +48,10 @@ class Recorder(Maildir):
         if address.startswith("nobody@"):
             return "550 no such user"
         if address.startswith("busy@"):
+            return "421 closing"  # and does not close (a server that says it and stays)
+        if address.startswith("gone@"):  # the reply, then the connection dropped before any other is read
+            server.transport.write(b"421 closing\r\n")
+            server.transport.abort()
             return "421 closing"
         envelope.rcpt_tos.append(address)
         return "550 refused, kept all the same" if address.startswith("lying@") else "250 OK"
@@ -140,10 +144,11 @@ def test_a_refusal_raises_or_returns_what_smtplib_does_and_the_next_email_still_
     theirs.quit()
 
 
-def test_a_421_closes_the_connection_as_smtplib_does(server):
+@pytest.mark.parametrize("closing", ["busy@example.com", "gone@example.com"])
+def test_a_421_closes_the_connection_as_smtplib_does(server, closing):
     controller, _ = server
     ours, theirs = connect(controller), connect(controller, smtplib.SMTP)
-    recipients = ["bob@example.com", "busy@example.com"]
+    recipients = ["bob@example.com", closing]
 
     assert outcome(ours, "alice@example.com", recipients, MESSAGE) == outcome(
         theirs, "alice@example.com", recipients, MESSAGE
