@@ -145,6 +145,17 @@ def bench_mail_dir(var_dir: Path) -> Path:
     return var_dir / "mail"
 
 
+def paced(count: int, rate: float, call: Callable[[int], object]) -> None:
+    """Call ``call(i)`` for ``i`` in ``range(count)``, the i-th ``i / rate`` seconds after the first (a call
+    that runs late is followed at once by those already due)."""
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        call(i)
+
+
 # -- figures ----------------------------------------------------------------------------------------------------------
 
 
@@ -888,11 +899,7 @@ class HotPath:
         sent0 = self.sent_count()
         emitted = Emitted()
         start = time.perf_counter()
-        for i in range(count):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            self.emit("d", emitted)
+        paced(count, rate, lambda i: self.emit("d", emitted))
         achieved = count / (time.perf_counter() - start) if count > 1 else rate
         self.wait_delivered("half load", emitted, sent_target=sent0 + self.args.deliveries_per_event * count)
         push_s, email_s = self.push_latencies(emitted), self.email_latencies(emitted)

@@ -34,19 +34,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _paced(count: int, rate: float, call: Any) -> None:
-    """Call ``call(i)`` ``count`` times, the i-th ``i / rate`` seconds after the first."""
-    start = time.perf_counter()
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        call(i)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(root)  # the Procfile and manage.py of that tree
 
     from bench.cpu import CpuMeter
-    from bench.hotpath import BENCH_SECRETS, SETTINGS_MODULE, NoopLog
+    from bench.hotpath import BENCH_SECRETS, SETTINGS_MODULE, NoopLog, paced
     from webapp.stack import Stack
 
     var_dir = root / "var" / "bench" / "trickle"
@@ -128,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         n, rate = args.events, args.rate
         print(f"baseline: {n} bench.noop tasks at {rate}/s ...", flush=True)
         before = meter.snapshot()
-        _paced(n, rate, lambda i: noop.apply_async())
+        paced(n, rate, lambda i: noop.apply_async())
         noops.wait(n, stall=30, what="baseline")
         noop_cpu = meter.since(before)
 
         print(f"notiflow: {n} events at {rate}/s ...", flush=True)
         time.sleep(1.5)
         x0, before = transactions(), meter.snapshot()
-        _paced(n, rate, emit)
+        paced(n, rate, emit)
         publishing.ringer.flush()
         while not delivered():
             time.sleep(0.1)

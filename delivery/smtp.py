@@ -55,8 +55,9 @@ def _command(cmd: str, args: str) -> str:
     return f"{line}\r\n"
 
 
-class _Pipelining(smtplib.SMTP):
-    """``sendmail`` with ``MAIL``, ``RCPT`` and ``DATA`` sent as one group when the server offers ``PIPELINING``."""
+class PipeliningSMTP(smtplib.SMTP):
+    """``smtplib.SMTP`` whose ``sendmail`` sends ``MAIL``, ``RCPT`` and ``DATA`` as one group when the server
+    offers ``PIPELINING``."""
 
     def sendmail(  # type: ignore[override]  # typeshed's overloads; the same signature as smtplib's
         self,
@@ -141,11 +142,7 @@ class _Pipelining(smtplib.SMTP):
             self.rset()
 
 
-class PipeliningSMTP(_Pipelining):
-    """``smtplib.SMTP`` that pipelines each transaction's commands where the server offers it."""
-
-
-class PipeliningSMTP_SSL(_Pipelining, smtplib.SMTP_SSL):
+class PipeliningSMTP_SSL(PipeliningSMTP, smtplib.SMTP_SSL):
     """``smtplib.SMTP_SSL`` that pipelines each transaction's commands where the server offers it."""
 
 
