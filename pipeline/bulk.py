@@ -253,6 +253,11 @@ def _bound_cursor(connection: Any) -> Iterator[tuple[Any, bool]]:
     deliveries of one event that was half of the pipeline's time (cProfile: 3.75 of 8.2 s in
     ``_split_query``). Database errors are raised as Django's (``wrap_database_errors``); Django's query
     logging and execute wrappers do not see these statements.
+
+    Being bound on the server, these statements are also prepared once the connection has run one
+    ``prepare_threshold`` times (``DATABASES[...]["OPTIONS"]``; ``DATABASE_PREPARE_THRESHOLD`` in
+    :mod:`webapp.settings.base`): PostgreSQL then neither parses nor plans it again. Django's own cursor
+    never prepares (it binds client-side).
     """
     raw_cursor = getattr(getattr(connection, "Database", None), "RawCursor", None)
     if connection.vendor != "postgresql" or raw_cursor is None:
@@ -393,8 +398,8 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
     and what the database raises.
     """
     connection = connections[using]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    with _bound_cursor(connection) as (cursor, native):
+        cursor.execute(_numbered(sql) if native else sql, params)
         names = tuple(column[0] for column in cursor.description)
         rows = cursor.fetchall()
     attnames, order, converters = _loader(connection.alias, model, names)
@@ -406,6 +411,19 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
                 values[k] = function(values[k], column, connection)
         instances.append(model.from_db(connection.alias, attnames, values))
     return instances
+
+
+def rows_fetch(sql: str, params: Sequence[Any], *, using: str = "default") -> list[tuple[Any, ...]]:
+    """Run one statement written with Django's ``%s`` placeholders (``%%`` for a literal ``%``); return its rows
+    (``[]`` for a statement that returns none) as raw database values.
+
+    On PostgreSQL it goes through the cursor :func:`rows_insert` uses: bound on the server, so prepared once
+    the connection has run it ``prepare_threshold`` times. Runs in the caller's transaction (or autocommit).
+    Raises what the database raises, as Django's exceptions.
+    """
+    with _bound_cursor(connections[using]) as (cursor, native):
+        cursor.execute(_numbered(sql) if native else sql, params)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import connection
-
 from delivery.registry import methods as registry
-from pipeline.bulk import select_in
+from pipeline.bulk import rows_fetch, select_in
 from pipeline.catalogue import EventType
 from pipeline.models import Preference
 
@@ -60,10 +58,8 @@ def preferences_load(*, user_ids: Sequence[int], methods: Sequence[str]) -> Pref
     )
     if query is None:
         return rows
-    with connection.cursor() as cursor:
-        cursor.execute(*query)
-        found = cursor.fetchall()
-    for user_id, method, category, ev_type, setting in found:
+    sql, params = query
+    for user_id, method, category, ev_type, setting in rows_fetch(sql, params):
         rows.setdefault((user_id, method), []).append((category, ev_type, setting))
     return rows
 

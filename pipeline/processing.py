@@ -46,7 +46,7 @@ from django.utils import timezone
 from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
-from pipeline.bulk import instances_select, rows_insert, rows_update, select_in
+from pipeline.bulk import instances_select, rows_fetch, rows_insert, rows_update, select_in
 from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
@@ -91,8 +91,7 @@ def events_pending() -> QuerySet[Event]:
 def _serialise_writers() -> None:
     """Make this transaction the only writer of cursors until it ends (SQLite has one writer anyway)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CURSOR_LOCK])
+        rows_fetch("SELECT pg_advisory_xact_lock(%s)", [CURSOR_LOCK])
 
 
 def _candidates(event: Event, audience: Audience, room: int) -> tuple[list[int], int, bool]:
@@ -364,19 +363,18 @@ def _positions_take(gained: dict[int, tuple[int, int]]) -> dict[int, tuple[int, 
     # PostgreSQL takes the ids as one array parameter: a list of 500 %s placeholders cost psycopg a parse in
     # Python per statement (about 4 ms each for a chunk of 1,000 recipients).
     postgres = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
-        for (count, pushed), uids in by_count.items():
-            step = len(uids) if postgres else _IN_LIST
-            for start in range(0, len(uids), step):
-                part = uids[start : start + step]
-                where, ids = ("= ANY(%s)", [part]) if postgres else (f"IN ({', '.join(['%s'] * len(part))})", part)
-                cursor.execute(
-                    f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s, "  # noqa: S608 - names from _meta
-                    f"{seq_column} = {seq_column} + %s "
-                    f"WHERE {user_column} {where} RETURNING {user_column}, {cursor_column}, {seq_column}",
-                    [count, pushed, *ids],
-                )
-                found.update((int(uid), (int(last), int(seq))) for uid, last, seq in cursor.fetchall())
+    for (count, pushed), uids in by_count.items():
+        step = len(uids) if postgres else _IN_LIST
+        for start in range(0, len(uids), step):
+            part = uids[start : start + step]
+            where, ids = ("= ANY(%s)", [part]) if postgres else (f"IN ({', '.join(['%s'] * len(part))})", part)
+            returned = rows_fetch(
+                f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s, "  # noqa: S608 - names from _meta
+                f"{seq_column} = {seq_column} + %s "
+                f"WHERE {user_column} {where} RETURNING {user_column}, {cursor_column}, {seq_column}",
+                [count, pushed, *ids],
+            )
+            found.update((int(uid), (int(last), int(seq))) for uid, last, seq in returned)
     missing = {uid: counts for uid, counts in gained.items() if uid not in found}
     if missing:
         rows_insert(Inbox, columns=("user_id",), rows=[(uid,) for uid in missing], ignore_conflicts=True)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 django_stubs_ext.monkeypatch()  # admin.ModelAdmin[Model] etc. at run time, for the type checker
 
@@ -79,6 +80,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }
+    )
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A connection prepares a statement bound on the server (the hot path's: pipeline.bulk) once it has run it
+    # this many times, after which PostgreSQL neither parses nor plans it again (about a third of the server's
+    # time per statement of a small batch). Django's default (None) never prepares. "none" turns it off, as
+    # PgBouncer before 1.21 needs in transaction pooling. A prepare_threshold in DATABASE_URL's query wins.
+    _threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+    if _threshold not in ("", "none") and not _threshold.isdigit():
+        raise ImproperlyConfigured(f"DATABASE_PREPARE_THRESHOLD must be a whole number or 'none', not {_threshold!r}.")
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "prepare_threshold", int(_threshold) if _threshold.isdigit() else None
     )
 # Seconds a database connection is kept between requests or tasks (0: one per request or task).
 # worker.py sets 600 for the Celery worker, whose tasks run back to back in the same processes:

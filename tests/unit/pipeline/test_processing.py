@@ -391,3 +391,41 @@ def test_rows_update_unflushed_turns_synchronous_commit_off_for_its_own_statemen
     assert seen == ["off", "on", "on"]
     assert session == "on"
     assert Delivery.objects.get(pk=delivery.pk).reason == "c"
+
+
+def test_rows_fetch_returns_a_statements_rows_or_none_and_binds_like_djangos_cursor(users):
+    """``%s`` placeholders bound (a text with ``%`` in it too), ``%%`` a literal ``%``, and no rows for a
+    statement that returns none."""
+    table = get_user_model()._meta.db_table
+    found = bulk.rows_fetch(
+        f"SELECT username, %s, '100%%' FROM {table} WHERE username LIKE %s AND id > %s ORDER BY username",
+        ["50%", "%o%", 0],
+    )
+    assert found == [("bob", "50%", "100%"), ("carol", "50%", "100%")]
+    assert bulk.rows_fetch(f"UPDATE {table} SET first_name = %s WHERE username = %s", ["B", "bob"]) == []
+    assert get_user_model().objects.get(username="bob").first_name == "B"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few_times(users):
+    """With ``DATABASE_PREPARE_THRESHOLD``'s default (5), by the sixth one-event batch PostgreSQL holds the
+    batch's statements prepared for this connection: it neither parses nor plans them again."""
+    assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 5
+    for i in range(6):
+        emit_event(event_type="test.personal", audience=[users["bob"].pk], data={"text": str(i)})
+        assert processing.events_process().events == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [" ".join(row[0].split()) for row in cursor.fetchall()]
+    for start in (
+        'INSERT INTO "pipeline_event"',  # emit_event()
+        "SELECT pg_advisory_xact_lock(",
+        'SELECT "pipeline_event"."id"',  # the batch taken
+        'SELECT "auth_user"."id"',  # its recipients
+        'SELECT "pipeline_preference"."user_id"',
+        'UPDATE "pipeline_inbox"',
+        'INSERT INTO "pipeline_notification"',
+        'INSERT INTO "pipeline_delivery"',
+        'UPDATE "pipeline_event"',
+    ):
+        assert any(statement.startswith(start) for statement in prepared), (start, prepared)
