@@ -5,6 +5,8 @@ Every variable is listed, with its default, in ``.env.example``.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -81,16 +83,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A connection prepares a statement bound on the server (the hot path's: pipeline.bulk) once it has run it
-    # this many times, after which PostgreSQL neither parses nor plans it again (about a third of the server's
-    # time per statement of a small batch). Django's default (None) never prepares. "none" turns it off, as
-    # PgBouncer before 1.21 needs in transaction pooling. A prepare_threshold in DATABASE_URL's query wins.
+_POSTGRES_ENGINES = {"django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis"}
+if DATABASES["default"]["ENGINE"] in _POSTGRES_ENGINES and importlib.util.find_spec("psycopg") is not None:
+    # psycopg 3 (which Django prefers when installed; psycopg2 has no such option): a connection prepares a
+    # statement bound on the server (the hot path's: pipeline.bulk) once it has run it this many times, after
+    # which PostgreSQL neither parses nor plans it again (planning alone was a third of the server's statement
+    # time in a sustained run: bench/README.md, eighth pass). Django's default (None) never prepares. "none"
+    # turns it off, as PgBouncer before 1.21 needs in transaction pooling. DATABASE_URL's ?prepare_threshold= wins.
     _threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
-    if _threshold not in ("", "none") and not _threshold.isdigit():
+    if _threshold not in ("", "none") and not re.fullmatch(r"[0-9]+", _threshold):
         raise ImproperlyConfigured(f"DATABASE_PREPARE_THRESHOLD must be a whole number or 'none', not {_threshold!r}.")
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "prepare_threshold", int(_threshold) if _threshold.isdigit() else None
+        "prepare_threshold", None if _threshold in ("", "none") else int(_threshold)
     )
 # Seconds a database connection is kept between requests or tasks (0: one per request or task).
 # worker.py sets 600 for the Celery worker, whose tasks run back to back in the same processes:

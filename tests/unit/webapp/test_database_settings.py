@@ -38,7 +38,21 @@ def test_prepare_threshold_is_set_for_postgresql_only(url, setting, shown):
     assert f"THRESHOLD {shown}\n" in done.stdout
 
 
-def test_a_prepare_threshold_that_is_not_a_number_stops_the_process_naming_the_setting():
-    done = run(SHOW, settings="webapp.settings.dev", DATABASE_URL=POSTGRES, DATABASE_PREPARE_THRESHOLD="often")
+# The last: a superscript two, which str.isdigit() calls a digit and int() refuses.
+@pytest.mark.parametrize("value", ["often", "-1", "2.5", "\u00b2"])
+def test_a_prepare_threshold_that_is_not_a_whole_number_stops_the_process_naming_the_setting(value):
+    done = run(SHOW, settings="webapp.settings.dev", DATABASE_URL=POSTGRES, DATABASE_PREPARE_THRESHOLD=value)
     assert done.returncode != 0
-    assert "DATABASE_PREPARE_THRESHOLD must be a whole number or 'none', not 'often'" in done.stderr
+    assert f"DATABASE_PREPARE_THRESHOLD must be a whole number or 'none', not {value!r}" in done.stderr
+
+
+def test_without_psycopg_3_the_option_is_left_out_for_psycopg2_which_would_refuse_it():
+    # The settings module alone: without psycopg 3 (nor psycopg2 here) Django's backend cannot load.
+    code = (
+        "import importlib, sys; sys.modules['psycopg'] = None; "
+        "settings = importlib.import_module('webapp.settings.dev'); "
+        "print('THRESHOLD', settings.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold', 'absent'))"
+    )
+    done = run(code, settings="webapp.settings.dev", DATABASE_URL=POSTGRES)
+    assert done.returncode == 0, done.stderr
+    assert "THRESHOLD absent\n" in done.stdout
