@@ -398,10 +398,7 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
     and what the database raises.
     """
     connection = connections[using]
-    with _bound_cursor(connection) as (cursor, native):
-        cursor.execute(_numbered(sql) if native else sql, params)
-        names = tuple(column[0] for column in cursor.description)
-        rows = cursor.fetchall()
+    names, rows = _fetched(connection, sql, params)
     attnames, order, converters = _loader(connection.alias, model, names)
     instances = []
     for row in rows:
@@ -421,9 +418,17 @@ def rows_fetch(sql: str, params: Sequence[Any], *, using: str = "default") -> li
     the connection has run it ``prepare_threshold`` times. Runs in the caller's transaction (or autocommit).
     Raises what the database raises, as Django's exceptions.
     """
-    with _bound_cursor(connections[using]) as (cursor, native):
+    return [tuple(row) for row in _fetched(connections[using], sql, params)[1]]
+
+
+def _fetched(connection: Any, sql: str, params: Sequence[Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """Run ``sql`` (Django's ``%s`` placeholders) on :func:`_bound_cursor`; return its column names and rows
+    (``()`` and ``[]`` for a statement that returns no rows)."""
+    with _bound_cursor(connection) as (cursor, native):
         cursor.execute(_numbered(sql) if native else sql, params)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
+        if cursor.description is None:
+            return (), []
+        return tuple(column[0] for column in cursor.description), cursor.fetchall()
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,10 +1,12 @@
-"""The benchmark's own reading of the emails it waits for (``bench.hotpath.subject_read``)."""
+"""The benchmark's own reading of the emails it waits for (``bench.hotpath.subject_read``), and where its SMTP
+server keeps them (``bench.hotpath.bench_mail_dir``)."""
 
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 
-from bench.hotpath import SUBJECT_TAG, subject_read
+from bench.hotpath import SUBJECT_TAG, bench_mail_dir, subject_read
 from delivery.base import Message, Recipient
 from delivery.email import EmailMethod
 
@@ -47,3 +49,10 @@ def test_the_subject_reads_as_the_email_parser_reads_it_with_lf_or_crlf_line_end
 def test_a_subject_line_in_the_body_is_not_read_and_no_subject_reads_empty():
     assert subject_read(b"From: a@example.com\n\nSubject: in the body\n") == ""
     assert subject_read(b"From: a@example.com\r\nsubject: lower case\r\n\r\nbody") == "lower case"
+
+
+def test_each_benchmark_folder_gets_its_own_maildir_in_memory_when_there_is_dev_shm(tmp_path):
+    first, second = bench_mail_dir(tmp_path / "a" / "hotpath-sqlite"), bench_mail_dir(tmp_path / "b" / "hotpath-sqlite")
+    assert first != second
+    if Path("/dev/shm").is_dir():
+        assert first.parent == Path("/dev/shm") and first.name.startswith("notiflow-hotpath-sqlite-")

@@ -1,8 +1,5 @@
 """The stack's Maildir outside ``var_dir`` (the benchmarks keep it on tmpfs)."""
 
-from pathlib import Path
-
-from bench.hotpath import bench_mail_dir
 from webapp.stack import Stack
 
 
@@ -25,10 +22,3 @@ def test_without_a_mail_dir_the_maildir_is_in_var_dir(tmp_path):
     stack.prepare(fresh=False)
     assert stack.mail_dir == tmp_path / "mail" and stack.env["MAIL_DIR"] == str(tmp_path / "mail")
     assert (tmp_path / "mail" / "new").is_dir()
-
-
-def test_each_benchmark_folder_gets_its_own_maildir_in_memory_when_there_is_dev_shm(tmp_path):
-    first, second = bench_mail_dir(tmp_path / "a" / "hotpath-sqlite"), bench_mail_dir(tmp_path / "b" / "hotpath-sqlite")
-    assert first != second
-    if Path("/dev/shm").is_dir():
-        assert first.parent == Path("/dev/shm") and first.name.startswith("notiflow-hotpath-sqlite-")
