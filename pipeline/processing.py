@@ -46,13 +46,14 @@ from django.utils import timezone
 from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
-from pipeline.bulk import instances_select, rows_fetch, rows_insert, rows_update, select_in
+from pipeline.bulk import instances_select, rows_fetch, rows_update, select_in
 from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
-from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification
+from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.preferences import Decision, preferences_load, preferences_resolve
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
+from pipeline.storing import NewNotification, Stored, batch_store
 
 logger = logging.getLogger(__name__)
 
@@ -224,69 +225,48 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                 )
                 batch.dead_lettered.append(str(plan.event.pk))
 
-        stored = _already_stored(renders)
-        kept = [(plan, [r for r in rendered if (plan.event.pk, r[0]) not in stored]) for plan, rendered in renders]
+        earlier = _already_stored(renders)
+        kept = [(plan, [r for r in rendered if (plan.event.pk, r[0]) not in earlier]) for plan, rendered in renders]
         decisions = {
             id(plan): preferences_resolve(event_type=plan.spec, user_ids=plan.user_ids, rows=preferences)
             for plan in plans
         }
-        gained: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # {uid: [notifications, of them streamed]}
-        for plan, rendered in kept:
-            for uid, _, _ in rendered:
-                gained[uid][0] += 1
-                gained[uid][1] += _streamed(decisions[id(plan)][uid])
-        # Each recipient's next cursors and push stream positions, handed out in emit order: the last ones are
-        # what the inbox now holds.
-        after = _positions_take({uid: (count, pushed) for uid, (count, pushed) in gained.items()})
-        next_cursor = {uid: after[uid][0] - count for uid, (count, _) in gained.items()}
-        next_seq = {uid: after[uid][1] - pushed for uid, (_, pushed) in gained.items()}
-        rows: list[tuple[Any, ...]] = []
+        pending: list[NewNotification] = []
         plan_of: list[_Planned] = []
         for plan, rendered in kept:
             event, spec = plan.event, plan.spec
             for uid, title, body in rendered:
-                next_cursor[uid] += 1
-                seq = None
-                if _streamed(decisions[id(plan)][uid]):
-                    seq = next_seq[uid] = next_seq[uid] + 1
-                row = (event.pk, uid, spec.name, spec.category, title, body, event.data, next_cursor[uid], seq)
-                rows.append((*row, event.occurred_at))
+                decided = decisions[id(plan)][uid]
+                outcomes = tuple(
+                    (
+                        method,
+                        Delivery.Status.SKIPPED if d.action == "skip" else Delivery.Status.QUEUED,
+                        d.reason,
+                        d.digest,
+                    )
+                    for method, d in decided.items()
+                )
+                pending.append(
+                    NewNotification(
+                        event.pk,
+                        uid,
+                        spec.name,
+                        spec.category,
+                        title,
+                        body,
+                        event.data,
+                        event.occurred_at,
+                        _streamed(decided),
+                        outcomes,
+                    )
+                )
                 plan_of.append(plan)
-        # (recipient, cursor) is unique: it maps each returned id to its row, whatever order RETURNING keeps.
-        notification_ids = {
-            (int(uid), int(cursor)): int(pk)
-            for pk, uid, cursor in rows_insert(
-                Notification,
-                columns=_NOTIFICATION_COLUMNS,
-                rows=rows,
-                shared={"created_at": now},
-                returning=("pk", "recipient_id", "cursor"),
-            )
-        }
-
-        notifications: list[_Stored] = []
-        delivery_rows: list[tuple[Any, ...]] = []
-        for row, plan in zip(rows, plan_of, strict=True):
-            uid = int(row[1])
-            notification = _Stored(notification_ids[(uid, int(row[7]))], row, plan)
-            notifications.append(notification)
-            for method, decision in decisions[id(plan)][uid].items():
-                status = Delivery.Status.SKIPPED if decision.action == "skip" else Delivery.Status.QUEUED
-                delivery_rows.append((notification.pk, method, status, decision.reason, decision.digest))
-        by_pk = {n.pk: n for n in notifications}
-        deliveries = [
-            _StoredDelivery(int(pk), by_pk[int(nid)], method, status, digest)
-            for pk, nid, method, status, digest in rows_insert(
-                Delivery,
-                columns=("notification_id", "method", "status", "reason", "digest"),
-                rows=delivery_rows,
-                shared={"next_attempt_at": now, "created_at": now, "updated_at": now},
-                returning=("pk", "notification_id", "method", "status", "digest"),
-            )
-        ]
-
         done = [p.event.pk for p, _ in renders if not p.more]
-        rows_update(Event, pks=done, values={"completed_at": now, "published_at": now}, keep=("published_at",))
+        # Each recipient's cursors and push positions are handed out in emit order: the last ones are what the
+        # inbox now holds.
+        stored, created = batch_store(pending, done=done, now=now)
+        notifications = [_Stored(s.pk, n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
+        deliveries = [_StoredDelivery(d.pk, notifications[d.index], d.method, d.status, d.digest) for d in created]
         for plan, _ in renders:
             if plan.more:
                 rows_update(
@@ -295,7 +275,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                     values={"progress_user_id": plan.last_user_id, "published_at": now},
                     keep=("published_at",),
                 )
-        batch.notifications = len(rows)
+        batch.notifications = len(pending)
 
     _sort(batch, deliveries, users, now)
     return batch
@@ -332,7 +312,6 @@ def _events_take(limit: int) -> list[Event]:
 
 
 _PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}
-_IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
 
 
 def _streamed(decisions: dict[str, Decision]) -> bool:
@@ -341,84 +320,31 @@ def _streamed(decisions: dict[str, Decision]) -> bool:
     return any(d.action == "now" and methods.get(method).streamed for method, d in decisions.items())
 
 
-def _positions_take(gained: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """Advance each recipient's inbox by ``gained[user_id] = (notifications, of them streamed)``; return each
-    one's new ``(last_cursor, last_push_seq)``.
-
-    One ``UPDATE ... SET last_cursor = last_cursor + k, last_push_seq =
-    last_push_seq + j ... RETURNING`` per distinct ``(k, j)`` (nearly always
-    one: a recipient gets one notification per event): it locks the rows and
-    reads the new values in one statement (SQLite 3.35+, PostgreSQL).
-    Inboxes that do not exist yet are created, then advanced. Runs inside the
-    batch's transaction.
-    """
-    table = connection.ops.quote_name(Inbox._meta.db_table)
-    user_column = connection.ops.quote_name(Inbox._meta.get_field("user").column)
-    cursor_column = connection.ops.quote_name(Inbox._meta.get_field("last_cursor").column)
-    seq_column = connection.ops.quote_name(Inbox._meta.get_field("last_push_seq").column)
-    by_count: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for uid, counts in gained.items():
-        by_count[counts].append(uid)
-    found: dict[int, tuple[int, int]] = {}
-    # PostgreSQL takes the ids as one array parameter: a list of 500 %s placeholders cost psycopg a parse in
-    # Python per statement (about 4 ms each for a chunk of 1,000 recipients).
-    postgres = connection.vendor == "postgresql"
-    for (count, pushed), uids in by_count.items():
-        step = len(uids) if postgres else _IN_LIST
-        for start in range(0, len(uids), step):
-            part = uids[start : start + step]
-            where, ids = ("= ANY(%s)", [part]) if postgres else (f"IN ({', '.join(['%s'] * len(part))})", part)
-            returned = rows_fetch(
-                f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s, "  # noqa: S608 - names from _meta
-                f"{seq_column} = {seq_column} + %s "
-                f"WHERE {user_column} {where} RETURNING {user_column}, {cursor_column}, {seq_column}",
-                [count, pushed, *ids],
-            )
-            found.update((int(uid), (int(last), int(seq))) for uid, last, seq in returned)
-    missing = {uid: counts for uid, counts in gained.items() if uid not in found}
-    if missing:
-        rows_insert(Inbox, columns=("user_id",), rows=[(uid,) for uid in missing], ignore_conflicts=True)
-        found.update(_positions_take(missing))
-    return found
-
-
-_NOTIFICATION_COLUMNS = (
-    "event_id",
-    "recipient_id",
-    "event_type",
-    "category",
-    "title",
-    "body",
-    "data",
-    "cursor",
-    "push_seq",
-    "occurred_at",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Stored:
-    """A notification as stored: its id, its row (values of :data:`_NOTIFICATION_COLUMNS`) and its event's plan."""
+    """A notification as stored: its id, what was stored (:class:`pipeline.storing.NewNotification`), its
+    cursor and push position (:class:`pipeline.storing.Stored`), and its event's plan."""
 
     pk: int
-    row: tuple[Any, ...]
+    new: NewNotification
+    stored: Stored
     plan: _Planned
 
     def instance(self, created_at: Any) -> Notification:
         """The model instance, built only when a message needs it (a push to a connected recipient)."""
-        _, uid, event_type, category, title, body, data, cursor, push_seq, occurred_at = self.row
+        new = self.new
         return Notification(
             id=self.pk,
             event=self.plan.event,
-            recipient_id=uid,
-            event_type=event_type,
-            category=category,
-            title=title,
-            body=body,
-            data=data,
-            cursor=cursor,
-            push_seq=push_seq,
-            occurred_at=occurred_at,
+            recipient_id=new.recipient_id,
+            event_type=new.event_type,
+            category=new.category,
+            title=new.title,
+            body=new.body,
+            data=new.data,
+            cursor=self.stored.cursor,
+            push_seq=self.stored.push_seq,
+            occurred_at=new.occurred_at,
             created_at=created_at,
         )
 
@@ -453,7 +379,7 @@ def _sort(batch: Batch, deliveries: list[_StoredDelivery], users: dict[int, Any]
         if delivery.digest:
             batch.digest.append(delivery.pk)
         elif methods.get(delivery.method).send_inline:
-            uid = delivery.notification.row[1]
+            uid = delivery.notification.new.recipient_id
             build = partial(_message, delivery, users[uid], now)
             inline[delivery.method].append(InlineDelivery(delivery.pk, uid, build))
         else:

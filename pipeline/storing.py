@@ -1,0 +1,391 @@
+"""Storing one batch of the hot path: each recipient's inbox advanced, the notifications and their deliveries
+inserted, the events marked done, in the caller's transaction (:func:`batch_store`).
+
+On PostgreSQL that is **one statement**: data-modifying ``WITH`` queries (an
+``INSERT ... ON CONFLICT DO UPDATE`` of the inboxes, the notifications, the
+deliveries, the events' ``UPDATE``), every row bound as one array per column
+(``unnest``), so the statement's text is the same whatever the batch holds and
+the connection prepares it (``DATABASE_PREPARE_THRESHOLD``). The four
+statements it replaces cost a batch of one or two events about 0.4-0.5 ms each
+in round trips, parsing and per-statement work on both sides, for a fraction of
+that in writing rows (bench/README.md, "Ninth pass"). Notification ids come
+from their sequence inside the statement (``nextval``), so the deliveries
+name their notification without joining the inserted rows back; each
+recipient's first new cursor and push position are read from the inbox rows
+the statement returns, by position in an array (recipients sorted by id),
+not by a join.
+
+Elsewhere (SQLite) it is :func:`_positions_take`'s ``UPDATE ... RETURNING``
+of the inboxes, then :func:`pipeline.bulk.rows_insert` of the notifications
+and of the deliveries, then :func:`pipeline.bulk.rows_update` of the events.
+
+Both lock each recipient's inbox row until the transaction ends, which keeps
+cursors in commit order per recipient (see :class:`pipeline.models.Inbox`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+
+from pipeline.bulk import insert_constants, rows_fetch, rows_insert, rows_update
+from pipeline.models import Delivery, Event, Inbox, Notification
+
+_IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """One notification to store, in emit order within its recipient's.
+
+    ``event_type``, ``category``, ``data`` and ``occurred_at`` are its
+    event's (the same for every notification of one ``event_id``);
+    ``streamed``: it takes the recipient's next push position; ``deliveries``:
+    ``(method, status, reason, digest)`` of each delivery to create for it.
+    """
+
+    event_id: Any
+    recipient_id: int
+    event_type: str
+    category: str
+    title: str
+    body: str
+    data: Any
+    occurred_at: Any
+    streamed: bool
+    deliveries: tuple[tuple[str, str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored notification: its id, its cursor and its push position (``None``: not streamed)."""
+
+    pk: int
+    cursor: int
+    push_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDelivery:
+    """A created delivery: its id, the index of its notification in :func:`batch_store`'s ``notifications``,
+    and its method, status and digest."""
+
+    pk: int
+    index: int
+    method: str
+    status: str
+    digest: str
+
+
+def batch_store(
+    notifications: Sequence[NewNotification], *, done: Sequence[Any], now: Any, using: str = "default"
+) -> tuple[list[Stored], list[StoredDelivery]]:
+    """Store ``notifications`` with their deliveries and mark the events ``done`` (ids) completed and published
+    at ``now`` (``published_at`` kept where set); in the caller's transaction, which must hold the cursor lock
+    (:func:`pipeline.processing.events_process` takes it).
+
+    Each recipient's notifications take the cursors after its inbox's last, in
+    the order given, and those ``streamed`` its next push positions; an inbox
+    that does not exist yet is created. Returns one :class:`Stored` per
+    notification, in the order given, and the deliveries created, in no
+    promised order. Raises ``django.db.IntegrityError`` for a notification
+    already stored (the same event and recipient), and what the database
+    raises.
+    """
+    if connections[using].vendor == "postgresql":
+        return _store_postgres(notifications, done, now, using)
+    return _store_rows(notifications, done, now, using)
+
+
+def _gained(notifications: Sequence[NewNotification]) -> dict[int, tuple[int, int]]:
+    """``{recipient id: (notifications, of them streamed)}``."""
+    gained: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for n in notifications:
+        counts = gained[n.recipient_id]
+        counts[0] += 1
+        counts[1] += n.streamed
+    return {uid: (count, pushed) for uid, (count, pushed) in gained.items()}
+
+
+_NOTIFICATION_COLUMNS = (
+    "event_id",
+    "recipient_id",
+    "event_type",
+    "category",
+    "title",
+    "body",
+    "data",
+    "cursor",
+    "push_seq",
+    "occurred_at",
+)
+_DELIVERY_COLUMNS = ("notification_id", "method", "status", "reason", "digest")
+_DELIVERY_TIMES = ("next_attempt_at", "created_at", "updated_at")
+
+
+def _store_rows(
+    notifications: Sequence[NewNotification], done: Sequence[Any], now: Any, using: str
+) -> tuple[list[Stored], list[StoredDelivery]]:
+    """:func:`batch_store` as separate statements (any database)."""
+    gained = _gained(notifications)
+    after = _positions_take(gained, using)
+    next_cursor = {uid: after[uid][0] - count for uid, (count, _) in gained.items()}
+    next_seq = {uid: after[uid][1] - pushed for uid, (_, pushed) in gained.items()}
+    rows: list[tuple[Any, ...]] = []
+    for n in notifications:
+        uid = n.recipient_id
+        next_cursor[uid] += 1
+        seq = None
+        if n.streamed:
+            seq = next_seq[uid] = next_seq[uid] + 1
+        rows.append(
+            (n.event_id, uid, n.event_type, n.category, n.title, n.body, n.data, next_cursor[uid], seq, n.occurred_at)
+        )
+    # (recipient, cursor) is unique: it maps each returned id to its row, whatever order RETURNING keeps.
+    ids = {
+        (int(uid), int(cursor)): int(pk)
+        for pk, uid, cursor in rows_insert(
+            Notification,
+            columns=_NOTIFICATION_COLUMNS,
+            rows=rows,
+            shared={"created_at": now},
+            returning=("pk", "recipient_id", "cursor"),
+            using=using,
+        )
+    }
+    stored = [Stored(ids[(int(row[1]), int(row[7]))], int(row[7]), row[8]) for row in rows]
+    index = {s.pk: i for i, s in enumerate(stored)}
+    delivery_rows = [
+        (stored[i].pk, method, status, reason, digest)
+        for i, n in enumerate(notifications)
+        for method, status, reason, digest in n.deliveries
+    ]
+    deliveries = [
+        StoredDelivery(int(pk), index[int(nid)], method, status, digest)
+        for pk, nid, method, status, digest in rows_insert(
+            Delivery,
+            columns=_DELIVERY_COLUMNS,
+            rows=delivery_rows,
+            shared=dict.fromkeys(_DELIVERY_TIMES, now),
+            returning=("pk", "notification_id", "method", "status", "digest"),
+            using=using,
+        )
+    ]
+    rows_update(Event, pks=list(done), values={"completed_at": now, "published_at": now}, keep=("published_at",))
+    return stored, deliveries
+
+
+def _positions_take(gained: dict[int, tuple[int, int]], using: str = "default") -> dict[int, tuple[int, int]]:
+    """Advance each recipient's inbox by ``gained[user_id] = (notifications, of them streamed)``; return each
+    one's new ``(last_cursor, last_push_seq)``.
+
+    One ``UPDATE ... SET last_cursor = last_cursor + k, last_push_seq =
+    last_push_seq + j ... RETURNING`` per distinct ``(k, j)`` (nearly always
+    one: a recipient gets one notification per event): it locks the rows and
+    reads the new values in one statement (SQLite 3.35+, PostgreSQL).
+    Inboxes that do not exist yet are created, then advanced. Runs inside the
+    batch's transaction.
+    """
+    connection = connections[using]
+    table = connection.ops.quote_name(Inbox._meta.db_table)
+    user_column = connection.ops.quote_name(Inbox._meta.get_field("user").column)
+    cursor_column = connection.ops.quote_name(Inbox._meta.get_field("last_cursor").column)
+    seq_column = connection.ops.quote_name(Inbox._meta.get_field("last_push_seq").column)
+    by_count: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for uid, counts in gained.items():
+        by_count[counts].append(uid)
+    found: dict[int, tuple[int, int]] = {}
+    for (count, pushed), uids in by_count.items():
+        for start in range(0, len(uids), _IN_LIST):
+            part = uids[start : start + _IN_LIST]
+            returned = rows_fetch(
+                f"UPDATE {table} SET {cursor_column} = {cursor_column} + %s, "  # noqa: S608 - names from _meta
+                f"{seq_column} = {seq_column} + %s "
+                f"WHERE {user_column} IN ({', '.join(['%s'] * len(part))}) "
+                f"RETURNING {user_column}, {cursor_column}, {seq_column}",
+                [count, pushed, *part],
+                using=using,
+            )
+            found.update((int(uid), (int(last), int(seq))) for uid, last, seq in returned)
+    missing = {uid: counts for uid, counts in gained.items() if uid not in found}
+    if missing:
+        rows_insert(Inbox, columns=("user_id",), rows=[(uid,) for uid in missing], ignore_conflicts=True, using=using)
+        found.update(_positions_take(missing, using))
+    return found
+
+
+def _store_postgres(
+    notifications: Sequence[NewNotification], done: Sequence[Any], now: Any, using: str
+) -> tuple[list[Stored], list[StoredDelivery]]:
+    """:func:`batch_store` in one statement (PostgreSQL); see the module's docstring."""
+    sql, constants = _postgres_statement(using)
+    gained = _gained(notifications)
+    uids = sorted(gained)
+    position = {uid: i for i, uid in enumerate(uids, start=1)}
+    events: dict[Any, int] = {}
+    event_rows: list[dict[str, Any]] = []
+    outcomes: dict[tuple[str, str, str, str], int] = {}
+    seen: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    rows: list[dict[str, Any]] = []
+    deliveries_given: list[tuple[int, int]] = []
+    for i, n in enumerate(notifications, start=1):
+        uid = n.recipient_id
+        ex = events.get(n.event_id)
+        if ex is None:
+            ex = events[n.event_id] = len(events) + 1
+            event_rows.append(
+                {
+                    "ix": ex,
+                    "id": str(n.event_id),
+                    "event_type": n.event_type,
+                    "category": n.category,
+                    "data": n.data,
+                    "occurred_at": n.occurred_at.isoformat(),
+                }
+            )
+        counts = seen[uid]
+        count, pushed = gained[uid]
+        counts[0] += 1
+        seq_offset = None
+        if n.streamed:
+            counts[1] += 1
+            seq_offset = counts[1] - pushed
+        rows.append(
+            {
+                "ix": i,
+                "uid": uid,
+                "user_ix": position[uid],
+                "event_ix": ex,
+                # From the inbox's new last cursor / push position: the first of k new cursors is last - k + 1.
+                "cursor_offset": counts[0] - count,
+                "seq_offset": seq_offset,
+                "title": n.title,
+                "body": n.body,
+            }
+        )
+        for outcome in n.deliveries:
+            mx = outcomes.get(outcome)
+            if mx is None:
+                mx = outcomes[outcome] = len(outcomes) + 1
+            deliveries_given.append((i, mx))
+    document = {
+        "g": [{"uid": uid, "gained": gained[uid][0], "pushed": gained[uid][1]} for uid in uids],
+        "e": event_rows,
+        "r": rows,
+        "m": [
+            {"ix": ix, **dict(zip(("method", "status", "reason", "digest"), outcome, strict=True))}
+            for outcome, ix in outcomes.items()
+        ],
+        "d": [{"row_ix": row, "outcome_ix": outcome} for row, outcome in deliveries_given],
+        "done": [str(pk) for pk in done],
+    }
+    params = [json.dumps(document, ensure_ascii=False), now, *constants]
+    stored: list[Stored | None] = [None] * len(notifications)
+    index: dict[int, int] = {}
+    created: list[tuple[Any, ...]] = []
+    for kind, ix, pk, cursor, seq, method, status, digest in rows_fetch(sql, params, using=using):
+        if kind == 0:
+            stored[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
+            index[int(pk)] = int(ix) - 1
+        else:
+            created.append((int(pk), int(ix), method, status, digest))
+    deliveries = [StoredDelivery(pk, index[nid], method, status, digest) for pk, nid, method, status, digest in created]
+    assert all(s is not None for s in stored), "every notification is stored or the statement raises"
+    return stored, deliveries  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=8)
+def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :func:`_store_postgres` (``%s`` placeholders) and the values of its parameters after
+    the first two (the batch as one JSON document, and its time): the other columns' constant defaults. Built
+    once per database alias (the models' tables, columns and defaults, the notifications' id sequence).
+
+    The rows come as one ``json`` parameter read by ``json_to_recordset``: bound as arrays, one per column,
+    psycopg spent more on adapting two dozen lists per batch (a sixth of a one-event batch in the client,
+    py-spy) than the server spent storing the rows."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    constants: list[Any] = []
+
+    def column(model: type[Any], name: str) -> str:
+        return str(quote(model._meta.get_field(name).column))
+
+    def kind(model: type[Any], name: str) -> str:
+        return str(model._meta.get_field(name).db_type(connection))
+
+    def defaults(model: type[Any], given: Sequence[str], shared: Sequence[str]) -> tuple[str, str]:
+        """The left-out columns' names and their values' placeholders (``, a, b``), and ``shared`` as the
+        batch's time (``%s`` number 2)."""
+        found = insert_constants(model, columns=given, shared=shared, using=using)
+        constants.extend(value for _, _, value in found.values())
+        names = "".join(f", {quoted}" for quoted, _, _ in found.values())
+        names += "".join(f", {column(model, name)}" for name in shared)
+        casts = "".join(f", CAST(%s AS {db_type})" for _, db_type, _ in found.values())
+        casts += ", now.at" * len(shared)
+        return names, casts
+
+    sequence = str(
+        rows_fetch(
+            "SELECT pg_get_serial_sequence(%s, %s)",
+            [Notification._meta.db_table, Notification._meta.get_field("id").column],
+            using=using,
+        )[0][0]
+    ).replace("'", "''")
+    user_type = kind(Inbox, "user")
+    inbox_user, last, seq = column(Inbox, "user"), column(Inbox, "last_cursor"), column(Inbox, "last_push_seq")
+    inbox_names, inbox_casts = defaults(Inbox, ("user_id", "last_cursor", "last_push_seq"), ())
+    notification_names, notification_casts = defaults(Notification, ("id", *_NOTIFICATION_COLUMNS), ("created_at",))
+    notification_columns = ", ".join(column(Notification, name) for name in ("id", *_NOTIFICATION_COLUMNS))
+    delivery_names, delivery_casts = defaults(Delivery, _DELIVERY_COLUMNS, _DELIVERY_TIMES)
+    delivery_columns = ", ".join(column(Delivery, name) for name in _DELIVERY_COLUMNS)
+    delivery_returned = ", ".join(
+        column(Delivery, name) for name in ("id", "notification", "method", "status", "digest")
+    )
+    event_id, completed, published = column(Event, "id"), column(Event, "completed_at"), column(Event, "published_at")
+    event_id_type, time_type = kind(Event, "id"), kind(Event, "completed_at")
+    sql = (
+        f"WITH doc AS (SELECT CAST(%s AS json) AS j), now AS (SELECT CAST(%s AS {time_type}) AS at), "  # noqa: S608
+        # g: one row per recipient, sorted by id: how many notifications and pushes each gains.
+        f"g AS (SELECT * FROM doc, json_to_recordset(doc.j -> 'g') AS g(uid {user_type}, gained bigint, "
+        "pushed bigint)), "
+        # i: each inbox advanced (created when missing); its row stays locked until the transaction ends.
+        f"i AS (INSERT INTO {quote(Inbox._meta.db_table)} AS t ({inbox_user}, {last}, {seq}{inbox_names}) "
+        f"SELECT uid, gained, pushed{inbox_casts} FROM g ORDER BY uid "
+        f"ON CONFLICT ({inbox_user}) DO UPDATE SET {last} = t.{last} + EXCLUDED.{last}, "
+        f"{seq} = t.{seq} + EXCLUDED.{seq} RETURNING {inbox_user} AS uid, {last} AS last, {seq} AS seq), "
+        # a: the inboxes' new positions as arrays in recipient order (g's), read by position below.
+        "a AS (SELECT array_agg(last ORDER BY uid) AS last, array_agg(seq ORDER BY uid) AS seq FROM i), "
+        # e: the batch's events, once each.
+        f"e AS (SELECT e.* FROM doc, json_to_recordset(doc.j -> 'e') AS e(ix integer, id {event_id_type}, "
+        f"event_type text, category text, data jsonb, occurred_at {kind(Notification, 'occurred_at')})), "
+        # r: one row per notification, its id drawn from the sequence here so that the deliveries can name it.
+        f"r AS MATERIALIZED (SELECT nextval('{sequence}') AS id, r.*, a.last[r.user_ix] + r.cursor_offset "
+        "AS cursor, a.seq[r.user_ix] + r.seq_offset AS push_seq FROM doc, json_to_recordset(doc.j -> 'r') "
+        f"AS r(ix integer, uid {user_type}, user_ix integer, event_ix integer, cursor_offset bigint, "
+        "seq_offset bigint, title text, body text), a), "
+        f"n AS (INSERT INTO {quote(Notification._meta.db_table)} ({notification_columns}{notification_names}) "
+        "SELECT r.id, e.id, r.uid, e.event_type, e.category, r.title, r.body, e.data, r.cursor, r.push_seq, "
+        f"e.occurred_at{notification_casts} FROM r JOIN e ON e.ix = r.event_ix CROSS JOIN now), "
+        # m: the distinct (method, status, reason, digest) of the batch's deliveries.
+        "m AS (SELECT m.* FROM doc, json_to_recordset(doc.j -> 'm') "
+        "AS m(ix integer, method text, status text, reason text, digest text)), "
+        f"d AS (INSERT INTO {quote(Delivery._meta.db_table)} ({delivery_columns}{delivery_names}) "
+        f"SELECT ids.id[x.row_ix], m.method, m.status, m.reason, m.digest{delivery_casts} "
+        "FROM doc CROSS JOIN json_to_recordset(doc.j -> 'd') AS x(row_ix integer, outcome_ix integer) "
+        "JOIN m ON m.ix = x.outcome_ix CROSS JOIN (SELECT array_agg(id ORDER BY ix) AS id FROM r) AS ids "
+        f"CROSS JOIN now RETURNING {delivery_returned}), "
+        f"done AS (UPDATE {quote(Event._meta.db_table)} SET {completed} = now.at, "
+        f"{published} = COALESCE({published}, now.at) FROM now, doc, json_array_elements_text(doc.j -> 'done') "
+        f"AS x(done_id) WHERE {event_id} = CAST(x.done_id AS {event_id_type})) "
+        # Each notification with its index (kind 0), then each delivery with its notification's id (kind 1).
+        "SELECT 0, r.ix, r.id, r.cursor, r.push_seq, NULL, NULL, NULL FROM r "
+        f"UNION ALL SELECT 1, d.{column(Delivery, 'notification')}, d.id, NULL, NULL, d.method, d.status, d.digest "
+        "FROM d"
+    )
+    return sql, tuple(constants)
