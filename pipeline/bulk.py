@@ -440,19 +440,28 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
     return instances
 
 
-def rows_fetch(sql: str, params: Sequence[Any], *, using: str = "default") -> list[tuple[Any, ...]]:
+def rows_fetch(
+    sql: str, params: Sequence[Any], *, using: str = "default", prepare: bool | None = None
+) -> list[tuple[Any, ...]]:
     """Run one statement written with Django's ``%s`` placeholders (``%%`` for a literal ``%``); return its rows
     (``[]`` for a statement that returns none) as raw database values.
 
     On PostgreSQL it goes through the cursor :func:`rows_insert` uses: bound on the server, so prepared once
-    the connection has run it ``prepare_threshold`` times. Runs in the caller's transaction (or autocommit).
-    Raises what the database raises, as Django's exceptions.
+    the connection has run it ``prepare_threshold`` times, unless ``prepare`` is ``False`` (never; ``True``:
+    at once). Runs in the caller's transaction (or autocommit). Raises what the database raises, as Django's
+    exceptions.
+
+    Do not prepare a statement that finds rows by key in a table that grows fast (events, deliveries):
+    PostgreSQL plans a prepared statement once (its generic plan, from the sixth run) and keeps that plan
+    until the table's statistics change; planned while the table was small, it scans the whole table, and
+    goes on doing so as the table grows until autovacuum next analyses it (a minute or more: in the hot
+    path's benchmark, the batch's store statement took 1.5 ms a call at half load where it needs 0.2).
     """
-    return [tuple(row) for row in _fetched(connections[using], sql, params)[1]]
+    return [tuple(row) for row in _fetched(connections[using], sql, params, prepare=prepare)[1]]
 
 
 def _fetched(
-    connection: Any, sql: str, params: Sequence[Any], *, names: bool = False
+    connection: Any, sql: str, params: Sequence[Any], *, names: bool = False, prepare: bool | None = None
 ) -> tuple[tuple[str, ...], list[Any]]:
     """Run ``sql`` (Django's ``%s`` placeholders) on :func:`_bound_cursor`; return its column names (only with
     ``names``; ``()`` otherwise) and rows (``[]`` for a statement that returns no rows).
@@ -461,11 +470,12 @@ def _fetched(
     ``cursor.description`` builds a ``Column`` object per column on every call, a tenth of a one-event
     batch's time in the client (py-spy)."""
     with _bound_cursor(connection) as (cursor, native):
-        cursor.execute(_numbered(sql) if native else sql, params)
         if not native:
+            cursor.execute(sql, params)
             if cursor.description is None:
                 return (), []
             return (tuple(column[0] for column in cursor.description) if names else ()), cursor.fetchall()
+        cursor.execute(_numbered(sql), params, prepare=prepare)
         result = cursor.pgresult
         if result is None or result.status != _TUPLES_OK:
             return (), []
@@ -536,6 +546,8 @@ def rows_update(
     update). One statement per as many ids as the bound-parameter limit
     allows, in the caller's transaction (or autocommit); ``auto_now`` fields
     are not touched unless given. Raises ``TypeError`` for an unknown field.
+    Never prepared on PostgreSQL: rows found by primary key in tables that
+    grow (see :func:`rows_fetch`).
 
     ``unflushed``: on PostgreSQL, each statement's commit returns before its
     WAL reaches the disk (``synchronous_commit`` off for that statement's own
@@ -564,7 +576,10 @@ def rows_update(
     sets += [f"{quote(fields[name].column)} = {quote(fields[name].column)} + 1" for name in add_one]
     conditions, condition_params = [], []
     for name, value in (where or {}).items():
-        conditions.append(f"{quote(fields[name].column)} = %s")
+        # A check of the rows found by primary key, which no index can serve (IS NOT DISTINCT FROM): with
+        # "status = 'queued'", PostgreSQL's planner took the status index as its way in (statistics said few
+        # rows were queued) and read its many dead entries, 1 ms for four rows found by key in 0.05.
+        conditions.append(f"{quote(fields[name].column)} IS NOT DISTINCT FROM %s")
         condition_params.append(fields[name].get_db_prep_save(value, connection))
     pk = meta.pk
     assert pk is not None
@@ -583,11 +598,15 @@ def rows_update(
             marks = ", ".join(["%s"] * len(part))
             test = " AND ".join([f"{quote(pk.column)} IN ({marks})", *conditions])
             sql = f"{prefix}UPDATE {quote(meta.db_table)} SET {', '.join(sets)}{source} WHERE {test}"  # noqa: S608
-            cursor.execute(_numbered(sql) if native else sql, [*params, *part, *condition_params])
+            if native:  # never prepared: see rows_fetch
+                cursor.execute(_numbered(sql), [*params, *part, *condition_params], prepare=False)
+            else:
+                cursor.execute(sql, [*params, *part, *condition_params])
             updated += cursor.rowcount
     return updated
 
 
+@functools.lru_cache(maxsize=1024)
 def _numbered(sql: str) -> str:
     """``sql`` with its ``%s`` placeholders as PostgreSQL's ``$1, $2, …``, and ``%%`` as ``%`` (the escaping of
     Django's SQL, whose placeholders are ``%s``)."""
