@@ -455,7 +455,8 @@ def rows_fetch(
     PostgreSQL plans a prepared statement once (its generic plan, from the sixth run) and keeps that plan
     until the table's statistics change; planned while the table was small, it scans the whole table, and
     goes on doing so as the table grows until autovacuum next analyses it (a minute or more: in the hot
-    path's benchmark, the batch's store statement took 1.5 ms a call at half load where it needs 0.2).
+    path's benchmark, marking a batch's events done took 1.1 ms of a 1.5 ms statement at half load, hashing
+    the 3,000 events of the table to find two).
     """
     return [tuple(row) for row in _fetched(connections[using], sql, params, prepare=prepare)[1]]
 

@@ -261,20 +261,12 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                     )
                 )
                 plan_of.append(plan)
-        done = [p.event.pk for p, _ in renders if not p.more]
         # Each recipient's cursors and push positions are handed out in emit order: the last ones are what the
         # inbox now holds.
-        stored, created = batch_store(pending, done=done, now=now)
+        stored, created = batch_store(pending, now=now)
         notifications = [_Stored(s.pk, n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
         deliveries = [_StoredDelivery(d.pk, notifications[d.index], d.method, d.status, d.digest) for d in created]
-        for plan, _ in renders:
-            if plan.more:
-                rows_update(
-                    Event,
-                    pks=[plan.event.pk],
-                    values={"progress_user_id": plan.last_user_id, "published_at": now},
-                    keep=("published_at",),
-                )
+        _events_finish(renders, now)
         batch.notifications = len(pending)
 
     _sort(batch, deliveries, users, now)
@@ -309,6 +301,28 @@ def _events_take(limit: int) -> list[Event]:
         _PENDING_SQL[key] = events_pending()[:limit].query.sql_with_params()
     sql, params = _PENDING_SQL[key]
     return instances_select(Event, sql, params)
+
+
+def _events_finish(renders: Sequence[tuple[_Planned, Any]], now: Any) -> None:
+    """Record how far the batch took each event it stored: done, or (an audience stored in chunks) done up to
+    ``progress_user_id``; ``published_at`` is set where unset. Events taken but not stored (after a large
+    audience; poison events, which are not in ``renders``) stay pending.
+
+    A statement of its own, planned each time (:func:`pipeline.bulk.rows_update`): inside the prepared
+    statement that stores the batch, this ``UPDATE`` by id kept a plan made while the events table was small
+    and hashed the whole table on every batch (1.5 ms a call at half load); planned with that statement each
+    time, the whole statement cost 0.7 ms of planning a call (pg_stat_statements, the hot path's benchmark).
+    """
+    finished = [plan.event.pk for plan, _ in renders if not plan.more]
+    rows_update(Event, pks=finished, values={"completed_at": now, "published_at": now}, keep=("published_at",))
+    for plan, _ in renders:
+        if plan.more:
+            rows_update(
+                Event,
+                pks=[plan.event.pk],
+                values={"progress_user_id": plan.last_user_id, "published_at": now},
+                keep=("published_at",),
+            )
 
 
 _PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}

@@ -1,23 +1,26 @@
 """Storing one batch of the hot path: each recipient's inbox advanced, the notifications and their deliveries
-inserted, the events marked done, in the caller's transaction (:func:`batch_store`).
+inserted, in the caller's transaction (:func:`batch_store`).
 
 On PostgreSQL that is **one statement**: data-modifying ``WITH`` queries (an
 ``INSERT ... ON CONFLICT DO UPDATE`` of the inboxes, the notifications, the
-deliveries, the events' ``UPDATE``), every row bound as one array per column
-(``unnest``), so the statement's text is the same whatever the batch holds and
-the connection prepares it (``DATABASE_PREPARE_THRESHOLD``). The four
-statements it replaces cost a batch of one or two events about 0.4-0.5 ms each
-in round trips, parsing and per-statement work on both sides, for a fraction of
-that in writing rows (bench/README.md, "Ninth pass"). Notification ids come
-from their sequence inside the statement (``nextval``), so the deliveries
-name their notification without joining the inserted rows back; each
-recipient's first new cursor and push position are read from the inbox rows
-the statement returns, by position in an array (recipients sorted by id),
-not by a join.
+deliveries), the rows one ``json`` parameter read by ``json_to_recordset``, so
+that the statement's text is the same whatever the batch holds and the
+connection prepares it (``DATABASE_PREPARE_THRESHOLD``); it finds no row by
+key but the inboxes' (``ON CONFLICT`` always uses the primary key), so its
+plan does not depend on the tables' sizes. The three statements it replaces
+cost a batch of one to three events a round trip each and the client's work
+per statement (bench/README.md, "Ninth pass"). Notification ids come from
+their sequence inside the statement (``nextval``), so the deliveries name
+their notification without joining the inserted rows back; each recipient's
+first new cursor and push position are read from the inbox rows the statement
+returns, by position in an array (recipients sorted by id), not by a join.
+Bound as arrays, one per column, psycopg spent more adapting two dozen lists
+per batch (a sixth of a one-event batch in the client, py-spy) than the server
+spent storing the rows.
 
 Elsewhere (SQLite) it is :func:`_positions_take`'s ``UPDATE ... RETURNING``
 of the inboxes, then :func:`pipeline.bulk.rows_insert` of the notifications
-and of the deliveries, then :func:`pipeline.bulk.rows_update` of the events.
+and of the deliveries.
 
 Both lock each recipient's inbox row until the transaction ends, which keeps
 cursors in commit order per recipient (see :class:`pipeline.models.Inbox`).
@@ -34,8 +37,8 @@ from typing import Any
 
 from django.db import connections
 
-from pipeline.bulk import insert_constants, rows_fetch, rows_insert, rows_update
-from pipeline.models import Delivery, Event, Inbox, Notification
+from pipeline.bulk import insert_constants, rows_fetch, rows_insert
+from pipeline.models import Delivery, Inbox, Notification
 
 _IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
 
@@ -84,11 +87,11 @@ class StoredDelivery:
 
 
 def batch_store(
-    notifications: Sequence[NewNotification], *, done: Sequence[Any], now: Any, using: str = "default"
+    notifications: Sequence[NewNotification], *, now: Any, using: str = "default"
 ) -> tuple[list[Stored], list[StoredDelivery]]:
-    """Store ``notifications`` with their deliveries and mark the events ``done`` (ids) completed and published
-    at ``now`` (``published_at`` kept where set); in the caller's transaction, which must hold the cursor lock
-    (:func:`pipeline.processing.events_process` takes it).
+    """Store ``notifications`` with their deliveries, created at ``now``, in the caller's transaction, which
+    must hold the cursor lock (:func:`pipeline.processing.events_process` takes it, and marks the events
+    done).
 
     Each recipient's notifications take the cursors after its inbox's last, in
     the order given, and those ``streamed`` its next push positions; an inbox
@@ -99,8 +102,8 @@ def batch_store(
     raises.
     """
     if connections[using].vendor == "postgresql":
-        return _store_postgres(notifications, done, now, using)
-    return _store_rows(notifications, done, now, using)
+        return _store_postgres(notifications, now, using)
+    return _store_rows(notifications, now, using)
 
 
 def _gained(notifications: Sequence[NewNotification]) -> dict[int, tuple[int, int]]:
@@ -130,7 +133,7 @@ _DELIVERY_TIMES = ("next_attempt_at", "created_at", "updated_at")
 
 
 def _store_rows(
-    notifications: Sequence[NewNotification], done: Sequence[Any], now: Any, using: str
+    notifications: Sequence[NewNotification], now: Any, using: str
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` as separate statements (any database)."""
     gained = _gained(notifications)
@@ -177,7 +180,6 @@ def _store_rows(
             using=using,
         )
     ]
-    rows_update(Event, pks=list(done), values={"completed_at": now, "published_at": now}, keep=("published_at",))
     return stored, deliveries
 
 
@@ -221,7 +223,7 @@ def _positions_take(gained: dict[int, tuple[int, int]], using: str = "default") 
 
 
 def _store_postgres(
-    notifications: Sequence[NewNotification], done: Sequence[Any], now: Any, using: str
+    notifications: Sequence[NewNotification], now: Any, using: str
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` in one statement (PostgreSQL); see the module's docstring."""
     sql, constants = _postgres_statement(using)
@@ -284,11 +286,11 @@ def _store_postgres(
         ],
         "d": [{"row_ix": row, "outcome_ix": outcome} for row, outcome in deliveries_given],
     }
-    params = [json.dumps(document, ensure_ascii=False), now, *constants, list(done)]
+    params = [json.dumps(document, ensure_ascii=False), now, *constants]
     stored: list[Stored | None] = [None] * len(notifications)
     index: dict[int, int] = {}
     created: list[tuple[Any, ...]] = []
-    for kind, ix, pk, cursor, seq, method, status, digest in rows_fetch(sql, params, using=using, prepare=False):
+    for kind, ix, pk, cursor, seq, method, status, digest in rows_fetch(sql, params, using=using):
         if kind == 0:
             stored[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
             index[int(pk)] = int(ix) - 1
@@ -303,11 +305,7 @@ def _store_postgres(
 def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     """The statement of :func:`_store_postgres` (``%s`` placeholders) and the values of its parameters after
     the first two (the batch as one JSON document, and its time): the other columns' constant defaults. Built
-    once per database alias (the models' tables, columns and defaults, the notifications' id sequence).
-
-    The rows come as one ``json`` parameter read by ``json_to_recordset``: bound as arrays, one per column,
-    psycopg spent more on adapting two dozen lists per batch (a sixth of a one-event batch in the client,
-    py-spy) than the server spent storing the rows."""
+    once per database alias (the models' tables, columns and defaults, the notifications' id sequence)."""
     connection = connections[using]
     quote = connection.ops.quote_name
     constants: list[Any] = []
@@ -346,8 +344,7 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     delivery_returned = ", ".join(
         column(Delivery, name) for name in ("id", "notification", "method", "status", "digest")
     )
-    event_id, completed, published = column(Event, "id"), column(Event, "completed_at"), column(Event, "published_at")
-    event_id_type, time_type = kind(Event, "id"), kind(Event, "completed_at")
+    time_type = kind(Notification, "created_at")
     sql = (
         f"WITH doc AS (SELECT CAST(%s AS json) AS j), now AS (SELECT CAST(%s AS {time_type}) AS at), "  # noqa: S608
         # g: one row per recipient, sorted by id: how many notifications and pushes each gains.
@@ -361,7 +358,8 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         # a: the inboxes' new positions as arrays in recipient order (g's), read by position below.
         "a AS (SELECT array_agg(last ORDER BY uid) AS last, array_agg(seq ORDER BY uid) AS seq FROM i), "
         # e: the batch's events, once each.
-        f"e AS (SELECT e.* FROM doc, json_to_recordset(doc.j -> 'e') AS e(ix integer, id {event_id_type}, "
+        "e AS (SELECT e.* FROM doc, json_to_recordset(doc.j -> 'e') "
+        f"AS e(ix integer, id {kind(Notification, 'event')}, "
         f"event_type text, category text, data jsonb, occurred_at {kind(Notification, 'occurred_at')})), "
         # r: one row per notification, its id drawn from the sequence here so that the deliveries can name it.
         f"r AS MATERIALIZED (SELECT nextval('{sequence}') AS id, r.*, a.last[r.user_ix] + r.cursor_offset "
@@ -378,12 +376,7 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         f"SELECT ids.id[x.row_ix], m.method, m.status, m.reason, m.digest{delivery_casts} "
         "FROM doc CROSS JOIN json_to_recordset(doc.j -> 'd') AS x(row_ix integer, outcome_ix integer) "
         "JOIN m ON m.ix = x.outcome_ix CROSS JOIN (SELECT array_agg(id ORDER BY ix) AS id FROM r) AS ids "
-        f"CROSS JOIN now RETURNING {delivery_returned}), "
-        f"done AS (UPDATE {quote(Event._meta.db_table)} SET {completed} = now.at, "
-        # An array, not a json set: the planner sees how many ids it holds (json_to_recordset counts as 100
-        # rows), so it finds them by the primary key rather than hashing the whole events table.
-        f"{published} = COALESCE({published}, now.at) FROM now "
-        f"WHERE {event_id} = ANY(CAST(%s AS {event_id_type}[]))) "
+        f"CROSS JOIN now RETURNING {delivery_returned}) "
         # Each notification with its index (kind 0), then each delivery with its notification's id (kind 1).
         "SELECT 0, r.ix, r.id, r.cursor, r.push_seq, NULL, NULL, NULL FROM r "
         f"UNION ALL SELECT 1, d.{column(Delivery, 'notification')}, d.id, NULL, NULL, d.method, d.status, d.digest "

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from pipeline import Audience, bulk, emit_event, processing, sending, storing
 from pipeline.bulk import rows_insert
-from pipeline.models import Delivery, Event, Inbox, Notification, Preference
+from pipeline.models import DeadLetter, Delivery, Event, Inbox, Notification, Preference
 from tests.support.methods import ReachableMethod
 
 pytestmark = pytest.mark.django_db
@@ -171,6 +171,44 @@ def test_a_role_is_stored_in_chunks_of_active_members_once_even_when_a_chunk_is_
     assert {cursor for _, cursor in stored} == {1}
     assert set(Inbox.objects.filter(user_id__in=expected).values_list("last_cursor", flat=True)) == {1}
     assert Event.objects.get(pk=event_id).completed_at is not None
+
+
+def test_events_taken_but_not_stored_stay_pending_and_unpublished_until_a_batch_stores_them(users):
+    """A batch takes events it does not finish: a large audience's event (one chunk stored: published, not
+    done), the events after it (they wait for its last chunk), a poison event (dead-lettered). Each stays
+    pending (and unpublished, but for the chunked one), so that the next batches take it again and nothing is
+    lost."""
+    bob, carol, dave = (users[n].pk for n in ("bob", "carol", "dave"))
+    large = emit_event(event_type="test.personal", audience=[bob, carol, dave], data={"text": "a"})
+    after = emit_event(event_type="test.personal", audience=[bob], data={"text": "b"})
+
+    first = processing.events_process(chunk=2)
+
+    assert (first.events, first.notifications, first.more) == (1, 2, True)
+    rows = {e.pk: e for e in Event.objects.all()}
+    assert (rows[large].completed_at, rows[large].progress_user_id) == (None, carol)
+    assert rows[large].published_at is not None
+    assert (rows[after].completed_at, rows[after].published_at) == (None, None)
+    published = rows[large].published_at
+
+    poison = Event.objects.create(
+        event_type="test.fault",
+        audience={"kind": "users", "user_ids": [bob]},
+        data={"run": "r", "seq": 1, "poison": True},
+        occurred_at=timezone.now(),
+    )
+    while processing.events_process(chunk=2).events:
+        pass
+
+    rows = {e.pk: e for e in Event.objects.all()}
+    assert rows[large].completed_at is not None and rows[large].published_at == published  # kept
+    assert rows[after].completed_at is not None and rows[after].published_at is not None
+    assert (rows[poison.pk].completed_at, rows[poison.pk].published_at) == (None, None)
+    assert DeadLetter.objects.filter(event_id=poison.pk, kind=DeadLetter.Kind.STEP).count() == 1
+    assert sorted(Notification.objects.values_list("event_id", "recipient_id")) == sorted(
+        [(large, bob), (large, carol), (large, dave), (after, bob)]
+    )
+    assert list(processing.events_pending()) == []  # the poison event is dead-lettered, not pending
 
 
 def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
@@ -407,9 +445,9 @@ def test_rows_fetch_returns_a_statements_rows_or_none_and_binds_like_djangos_cur
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
 def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few_times(users):
     """With ``DATABASE_PREPARE_THRESHOLD``'s default (5), by the sixth one-event batch PostgreSQL holds the
-    batch's reads prepared for this connection: it neither parses nor plans them again. The statement that
-    stores the batch (it finds the events by id) and the updates by key (the records of sends) are planned
-    each time: a plan kept from when the tables were small would scan them whole as they grow."""
+    batch's statements prepared for this connection: it neither parses nor plans them again. Updates of rows
+    found by key (rows_update: the events done, the records of sends) are planned each time: a plan kept from
+    when the table was small would scan it whole as it grows."""
     assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 5
     for i in range(6):
         emit_event(event_type="test.personal", audience=[users["bob"].pk], data={"text": str(i)})
@@ -423,6 +461,7 @@ def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few
         'SELECT "pipeline_event"."id"',  # the batch taken
         'SELECT "auth_user"."id"',  # its recipients
         'SELECT "pipeline_preference"."user_id"',
+        "WITH doc AS (SELECT CAST($1 AS json)",  # the batch stored (pipeline.storing)
     ):
         assert any(statement.startswith(start) for statement in prepared), (start, prepared)
     stored_at = Delivery.objects.filter(notification__recipient=users["bob"]).values_list("pk", flat=True)
@@ -431,4 +470,4 @@ def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [" ".join(row[0].split()) for row in cursor.fetchall()]
-    assert not [s for s in prepared if s.startswith(("WITH doc AS (SELECT CAST($1 AS json)", "UPDATE"))], prepared
+    assert not [s for s in prepared if s.startswith("UPDATE")], prepared
