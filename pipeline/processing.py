@@ -53,7 +53,7 @@ from pipeline.deadletters import DRAIN_TASK, dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.preferences import Decision, preferences_load, preferences_resolve
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
-from pipeline.storing import NewNotification, Stored, batch_store
+from pipeline.storing import NewNotification, Stored, StoredDelivery, batch_store
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +264,12 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
         # Each recipient's cursors and push positions are handed out in emit order: the last ones are what the
         # inbox now holds.
         stored, created = batch_store(pending, now=now)
-        notifications = [_Stored(s.pk, n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
-        deliveries = [_StoredDelivery(d.pk, notifications[d.index], d.method, d.status, d.digest) for d in created]
+        notifications = [_Stored(n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
+        created.sort(key=lambda d: d.index)  # in emit order (RETURNING promises none)
         _events_finish(renders, now)
         batch.notifications = len(pending)
 
-    _sort(batch, deliveries, users, now)
+    _sort(batch, created, notifications, users, now)
     return batch
 
 
@@ -336,10 +336,9 @@ def _streamed(decisions: dict[str, Decision]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
-    """A notification as stored: its id, what was stored (:class:`pipeline.storing.NewNotification`), its
-    cursor and push position (:class:`pipeline.storing.Stored`), and its event's plan."""
+    """A notification as stored: what was stored (:class:`pipeline.storing.NewNotification`), its id, cursor
+    and push position (:class:`pipeline.storing.Stored`), and its event's plan."""
 
-    pk: int
     new: NewNotification
     stored: Stored
     plan: _Planned
@@ -348,7 +347,7 @@ class _Stored:
         """The model instance, built only when a message needs it (a push to a connected recipient)."""
         new = self.new
         return Notification(
-            id=self.pk,
+            id=self.stored.pk,
             event=self.plan.event,
             recipient_id=new.recipient_id,
             event_type=new.event_type,
@@ -364,15 +363,6 @@ class _Stored:
 
 
 @dataclass(frozen=True, slots=True)
-class _StoredDelivery:
-    pk: int
-    notification: _Stored
-    method: str
-    status: str
-    digest: str
-
-
-@dataclass(frozen=True, slots=True)
 class InlineDelivery:
     """A delivery :func:`inline_send` sends after the batch's commit. Its message is built (``build()``) only
     if the method can reach the recipient (:meth:`delivery.base.DeliveryMethod.reachable`): an announcement to
@@ -383,8 +373,11 @@ class InlineDelivery:
     build: Callable[[], Message]
 
 
-def _sort(batch: Batch, deliveries: list[_StoredDelivery], users: dict[int, Any], now: Any) -> None:
-    """Sort the stored deliveries into what :func:`inline_send` sends, what is queued and what is digested."""
+def _sort(
+    batch: Batch, deliveries: list[StoredDelivery], notifications: list[_Stored], users: dict[int, Any], now: Any
+) -> None:
+    """Sort the stored deliveries (of ``notifications``, by index) into what :func:`inline_send` sends, what is
+    queued and what is digested."""
     inline: dict[str, list[InlineDelivery]] = defaultdict(list)
     queued: dict[str, list[int]] = defaultdict(list)
     for delivery in deliveries:
@@ -393,18 +386,18 @@ def _sort(batch: Batch, deliveries: list[_StoredDelivery], users: dict[int, Any]
         if delivery.digest:
             batch.digest.append(delivery.pk)
         elif methods.get(delivery.method).send_inline:
-            uid = delivery.notification.new.recipient_id
-            build = partial(_message, delivery, users[uid], now)
+            notification = notifications[delivery.index]
+            uid = notification.new.recipient_id
+            build = partial(_message, delivery.pk, notification, users[uid], now)
             inline[delivery.method].append(InlineDelivery(delivery.pk, uid, build))
         else:
             queued[delivery.method].append(delivery.pk)
     batch.inline, batch.queued = dict(inline), dict(queued)
 
 
-def _message(delivery: _StoredDelivery, recipient: Any, created_at: Any) -> Message:
-    stored = delivery.notification
+def _message(delivery_id: int, stored: _Stored, recipient: Any, created_at: Any) -> Message:
     return message_build(
-        delivery_id=delivery.pk,
+        delivery_id=delivery_id,
         notification=stored.instance(created_at),
         recipient=recipient,
         event=stored.plan.event,

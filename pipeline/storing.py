@@ -106,14 +106,27 @@ def batch_store(
     return _store_rows(notifications, now, using)
 
 
-def _gained(notifications: Sequence[NewNotification]) -> dict[int, tuple[int, int]]:
-    """``{recipient id: (notifications, of them streamed)}``."""
+def _offsets(
+    notifications: Sequence[NewNotification],
+) -> tuple[dict[int, tuple[int, int]], list[tuple[int, int | None]]]:
+    """``{recipient id: (notifications, of them streamed)}``, and each notification's cursor and push position
+    as offsets from its recipient's inbox once advanced by those counts (``(0, 0)``: the inbox's new last;
+    ``None``: not streamed), in the order given."""
     gained: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for n in notifications:
         counts = gained[n.recipient_id]
         counts[0] += 1
         counts[1] += n.streamed
-    return {uid: (count, pushed) for uid, (count, pushed) in gained.items()}
+    seen: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    offsets: list[tuple[int, int | None]] = []
+    for n in notifications:
+        count, pushed = gained[n.recipient_id]
+        ordinal = seen[n.recipient_id]
+        ordinal[0] += 1
+        ordinal[1] += n.streamed
+        # The first of k new cursors is last - k + 1.
+        offsets.append((ordinal[0] - count, ordinal[1] - pushed if n.streamed else None))
+    return {uid: (count, pushed) for uid, (count, pushed) in gained.items()}, offsets
 
 
 _NOTIFICATION_COLUMNS = (
@@ -136,19 +149,17 @@ def _store_rows(
     notifications: Sequence[NewNotification], now: Any, using: str
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` as separate statements (any database)."""
-    gained = _gained(notifications)
+    gained, offsets = _offsets(notifications)
     after = _positions_take(gained, using)
-    next_cursor = {uid: after[uid][0] - count for uid, (count, _) in gained.items()}
-    next_seq = {uid: after[uid][1] - pushed for uid, (_, pushed) in gained.items()}
     rows: list[tuple[Any, ...]] = []
-    for n in notifications:
-        uid = n.recipient_id
-        next_cursor[uid] += 1
-        seq = None
-        if n.streamed:
-            seq = next_seq[uid] = next_seq[uid] + 1
+    for n, (cursor_offset, seq_offset) in zip(notifications, offsets, strict=True):
+        last_cursor, last_seq = after[n.recipient_id]
+        seq = None if seq_offset is None else last_seq + seq_offset
         rows.append(
-            (n.event_id, uid, n.event_type, n.category, n.title, n.body, n.data, next_cursor[uid], seq, n.occurred_at)
+            (
+                *(n.event_id, n.recipient_id, n.event_type, n.category, n.title, n.body, n.data),
+                *(last_cursor + cursor_offset, seq, n.occurred_at),
+            )
         )
     # (recipient, cursor) is unique: it maps each returned id to its row, whatever order RETURNING keeps.
     ids = {
@@ -227,16 +238,15 @@ def _store_postgres(
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` in one statement (PostgreSQL); see the module's docstring."""
     sql, constants = _postgres_statement(using)
-    gained = _gained(notifications)
+    gained, offsets = _offsets(notifications)
     uids = sorted(gained)
     position = {uid: i for i, uid in enumerate(uids, start=1)}
     events: dict[Any, int] = {}
     event_rows: list[dict[str, Any]] = []
     outcomes: dict[tuple[str, str, str, str], int] = {}
-    seen: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     rows: list[dict[str, Any]] = []
     deliveries_given: list[tuple[int, int]] = []
-    for i, n in enumerate(notifications, start=1):
+    for i, (n, (cursor_offset, seq_offset)) in enumerate(zip(notifications, offsets, strict=True), start=1):
         uid = n.recipient_id
         ex = events.get(n.event_id)
         if ex is None:
@@ -251,21 +261,13 @@ def _store_postgres(
                     "occurred_at": n.occurred_at.isoformat(),
                 }
             )
-        counts = seen[uid]
-        count, pushed = gained[uid]
-        counts[0] += 1
-        seq_offset = None
-        if n.streamed:
-            counts[1] += 1
-            seq_offset = counts[1] - pushed
         rows.append(
             {
                 "ix": i,
                 "uid": uid,
                 "user_ix": position[uid],
                 "event_ix": ex,
-                # From the inbox's new last cursor / push position: the first of k new cursors is last - k + 1.
-                "cursor_offset": counts[0] - count,
+                "cursor_offset": cursor_offset,
                 "seq_offset": seq_offset,
                 "title": n.title,
                 "body": n.body,
@@ -287,18 +289,17 @@ def _store_postgres(
         "d": [{"row_ix": row, "outcome_ix": outcome} for row, outcome in deliveries_given],
     }
     params = [json.dumps(document, ensure_ascii=False), now, *constants]
-    stored: list[Stored | None] = [None] * len(notifications)
+    by_index: dict[int, Stored] = {}
     index: dict[int, int] = {}
     created: list[tuple[Any, ...]] = []
     for kind, ix, pk, cursor, seq, method, status, digest in rows_fetch(sql, params, using=using):
         if kind == 0:
-            stored[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
+            by_index[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
             index[int(pk)] = int(ix) - 1
         else:
             created.append((int(pk), int(ix), method, status, digest))
     deliveries = [StoredDelivery(pk, index[nid], method, status, digest) for pk, nid, method, status, digest in created]
-    assert all(s is not None for s in stored), "every notification is stored or the statement raises"
-    return stored, deliveries  # type: ignore[return-value]
+    return [by_index[i] for i in range(len(notifications))], deliveries
 
 
 @functools.lru_cache(maxsize=8)
