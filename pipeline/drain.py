@@ -26,6 +26,15 @@ first has waited ``DRAIN_LINGER``, or when the drain ends; so an email task
 carries up to a hundred emails over one SMTP connection, not one or two. A
 drain that dies before sending them on leaves them ``queued`` in the
 database, for the recovery sweep.
+
+What a batch's pushes did (sent, or skipped for want of a socket) is written
+by the next batch's transaction (:func:`pipeline.processing.events_process`'s
+``records``; on PostgreSQL part of the statement that stores it), not by
+statements of their own after the pushes: one round trip and one commit
+fewer per batch of a steady stream. A drain that waits for a nudge writes
+them after ``RECORDS_WAIT`` seconds without one, and before it ends. A
+drain that dies first leaves those deliveries ``queued``, for the recovery
+sweep (a socket drops a push it has had).
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ from collections import defaultdict
 
 from pipeline import processing, publishing
 from pipeline.conf import notiflow_settings
+from pipeline.storing import SendRecord, records_write
+
+#: Seconds a drain waiting for a nudge keeps its last pushes' records for the next batch before it writes them
+#: on their own: longer than the gap between events of a steady stream (5 ms at 200 events/s), short beside
+#: ``RECOVER_AFTER``.
+RECORDS_WAIT = 0.02
 
 
 class _Gathered:
@@ -75,11 +90,12 @@ def events_drain_run() -> dict[str, int]:
     # The doorbell's expiry is refreshed when a woken drain has held it for half of DOORBELL_TTL, not at every
     # wake-up: one Redis round trip less before each batch of a trickle of events.
     refresh_after = float(notiflow_settings.DOORBELL_TTL) / 2
+    records: list[SendRecord] = []
     try:
         publishing.doorbell_hold()
         held_at = time.monotonic()
         while True:
-            batch = _batch_run(counts, gathered)
+            batch = _batch_run(counts, gathered, records)
             if batch and time.monotonic() > deadline:
                 publishing.events_ring(force=True)  # work may be left: a successor takes it
                 return counts
@@ -94,7 +110,10 @@ def events_drain_run() -> dict[str, int]:
             while not woken and time.monotonic() < idle_until:
                 if gathered.due():
                     gathered.flush()
-                woken = publishing.doorbell_wait(max(0.001, idle_until - time.monotonic()))
+                wait = max(0.001, idle_until - time.monotonic())
+                woken = publishing.doorbell_wait(min(wait, RECORDS_WAIT) if records else wait)
+                if not woken and records:
+                    _records_flush(records)
             if woken:
                 if time.monotonic() - held_at > refresh_after:
                     publishing.doorbell_hold()
@@ -103,20 +122,32 @@ def events_drain_run() -> dict[str, int]:
             gathered.flush()
             # Let go of the doorbell, then look once more: an emitter that found it held relies on this look.
             publishing.doorbell_release()
-            if not _batch_run(counts, gathered):
+            if not _batch_run(counts, gathered, records):
                 return counts
             if not publishing.doorbell_take():
                 return counts  # an emitter rang a new drain meanwhile: it takes the rest (no two drains at once)
             held_at = time.monotonic()
     finally:
-        gathered.flush()
+        try:
+            _records_flush(records)
+        finally:
+            gathered.flush()
 
 
-def _batch_run(counts: dict[str, int], gathered: _Gathered) -> processing.Batch:
-    """Process one batch; push it after its commit; gather its other deliveries; add it to ``counts``."""
-    batch = processing.events_process_isolating()
+def _records_flush(records: list[SendRecord]) -> None:
+    """Write ``records`` on their own (each statement's commit unflushed) and empty the list."""
+    if records:
+        records_write(records, unflushed=True)
+        records.clear()
+
+
+def _batch_run(counts: dict[str, int], gathered: _Gathered, records: list[SendRecord]) -> processing.Batch:
+    """Process one batch, writing ``records`` (the last batch's sends) with it; push it after its commit,
+    leaving its own records in ``records``; gather its other deliveries; add it to ``counts``."""
+    batch = processing.events_process_isolating(records=records)
+    records.clear()  # written with the batch (or on their own, if it was isolated)
     if batch or batch.dead_lettered:
-        retry = processing.inline_send(batch=batch)
+        retry = processing.inline_send(batch=batch, records=records)
         gathered.add(send={**batch.queued, **retry}, digest=batch.digest)
         if gathered.due():
             gathered.flush()

@@ -53,7 +53,7 @@ from pipeline.deadletters import DRAIN_TASK, dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.preferences import Decision, preferences_load, preferences_resolve
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
-from pipeline.storing import NewNotification, Stored, StoredDelivery, batch_store
+from pipeline.storing import NewNotification, SendRecord, Stored, StoredDelivery, batch_store, records_write
 
 logger = logging.getLogger(__name__)
 
@@ -177,15 +177,17 @@ def _render_all(plan: _Planned, users: dict[int, Any]) -> list[tuple[int, str, s
     return rendered
 
 
-def events_process(*, limit: int | None = None, chunk: int | None = None) -> Batch:
+def events_process(*, limit: int | None = None, chunk: int | None = None, records: Sequence[SendRecord] = ()) -> Batch:
     """Process the next events (at most ``limit``, at most ``chunk`` recipients) in one transaction.
 
     ``limit`` defaults to ``NOTIFLOW["EVENT_BATCH_SIZE"]`` and ``chunk`` to
-    ``NOTIFLOW["AUDIENCE_CHUNK_SIZE"]``. Returns the :class:`Batch`, empty
+    ``NOTIFLOW["AUDIENCE_CHUNK_SIZE"]``. ``records``: an earlier batch's
+    send records (:func:`inline_send`'s), written in the same transaction,
+    also when no event is pending. Returns the :class:`Batch`, empty
     when no event is pending. Raises ``django.db.DatabaseError`` (the
-    transaction rolled back; nothing was taken) and, for an error outside
-    rendering, whatever raised: :func:`events_process_isolating` then finds
-    the event that causes it.
+    transaction rolled back; nothing was taken, nothing recorded) and, for an
+    error outside rendering, whatever raised: :func:`events_process_isolating`
+    then finds the event that causes it.
     """
     limit = limit or int(notiflow_settings.EVENT_BATCH_SIZE)
     chunk = chunk or int(notiflow_settings.AUDIENCE_CHUNK_SIZE)
@@ -195,6 +197,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
         _serialise_writers()
         events = _events_take(limit)
         if not events:
+            records_write(records)
             return batch
         plans = _plan(events, chunk)
         batch.events = len(plans)
@@ -263,7 +266,7 @@ def events_process(*, limit: int | None = None, chunk: int | None = None) -> Bat
                 plan_of.append(plan)
         # Each recipient's cursors and push positions are handed out in emit order: the last ones are what the
         # inbox now holds.
-        stored, created = batch_store(pending, now=now)
+        stored, created = batch_store(pending, now=now, records=records)
         notifications = [_Stored(n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
         created.sort(key=lambda d: d.index)  # in emit order (RETURNING promises none)
         _events_finish(renders, now)
@@ -371,6 +374,8 @@ class InlineDelivery:
     delivery_id: int
     recipient_id: int
     build: Callable[[], Message]
+    #: The delivery row's address when created (:attr:`pipeline.storing.StoredDelivery.tid`).
+    tid: str | None = None
 
 
 def _sort(
@@ -389,7 +394,7 @@ def _sort(
             notification = notifications[delivery.index]
             uid = notification.new.recipient_id
             build = partial(_message, delivery.pk, notification, users[uid], now)
-            inline[delivery.method].append(InlineDelivery(delivery.pk, uid, build))
+            inline[delivery.method].append(InlineDelivery(delivery.pk, uid, build, delivery.tid))
         else:
             queued[delivery.method].append(delivery.pk)
     batch.inline, batch.queued = dict(inline), dict(queued)
@@ -404,20 +409,24 @@ def _message(delivery_id: int, stored: _Stored, recipient: Any, created_at: Any)
     )
 
 
-def events_process_isolating(*, limit: int | None = None, chunk: int | None = None) -> Batch:
+def events_process_isolating(
+    *, limit: int | None = None, chunk: int | None = None, records: Sequence[SendRecord] = ()
+) -> Batch:
     """:func:`events_process`, but an error that is not the database's dead-letters the event that causes it.
 
-    When a batch raises, the events are taken again one at a time: those
+    When a batch raises, ``records`` are written on their own, and the events
+    are taken again one at a time: those
     before the culprit are processed, the culprit is dead-lettered with the
     error and its traceback, and the returned batch is that of the events
     processed. ``DatabaseError`` propagates (the task retries it).
     """
     try:
-        return events_process(limit=limit, chunk=chunk)
+        return events_process(limit=limit, chunk=chunk, records=records)
     except DatabaseError:
         raise
     except Exception:
         logger.exception("A batch of events failed; retrying them one at a time to find the cause")
+    records_write(records)
     merged = Batch()
     for _ in range(limit or int(notiflow_settings.EVENT_BATCH_SIZE)):
         try:
@@ -458,32 +467,41 @@ def _merge(into: Batch, other: Batch) -> None:
     into.dead_lettered.extend(other.dead_lettered)
 
 
-def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
+def inline_send(*, batch: Batch, task_id: str = "", records: list[SendRecord] | None = None) -> dict[str, list[int]]:
     """Send the batch's inline deliveries (the WebSocket pushes) right after its commit; record the results.
 
-    Sent deliveries are recorded ``sent`` with one UPDATE per method, skipped
-    ones (a push to a user with no open socket) ``skipped``, likewise, each a
-    statement of its own whose commit does not wait for the WAL flush on
-    PostgreSQL (``rows_update(unflushed=True)``): a server crash can lose the
-    last fraction of a second of these records; those deliveries stay
-    ``queued`` and the recovery sweep pushes them again, which a socket that
-    already has that cursor drops. The batch's own commit (events taken,
-    notifications stored) always waits for its flush; SQLite in WAL mode with
-    ``synchronous=NORMAL`` does not flush at commit anyway. A
+    Sent deliveries are recorded ``sent``, skipped ones (a push to a user
+    with no open socket) ``skipped`` (:class:`pipeline.storing.SendRecord`).
+    Given a ``records`` list, the records are appended to it, for the
+    caller to write with its next batch (``events_process(records=...)``:
+    no statement or commit of their own; the drain does this) or with
+    :func:`pipeline.storing.records_write`. Otherwise they are written here,
+    one ``UPDATE`` per outcome, each a statement of its own whose commit
+    does not wait for the WAL flush on PostgreSQL (``unflushed``). Either
+    way a record lost (a crash before it is written, a server crash before
+    its flush) leaves its delivery ``queued``: the recovery sweep pushes it
+    again, which a socket that already has that cursor drops. The batch's
+    own commit (events taken, notifications stored) always waits for its
+    flush; SQLite in WAL mode with ``synchronous=NORMAL`` does not flush at
+    commit anyway. A
     failed one is recorded as :func:`pipeline.services.delivery_record`
     records any attempt (``retrying``, to be queued again by the caller, or
-    dead-lettered). Returns ``{method: [delivery id to queue for a retry]}``. Call it outside a transaction (as
-    the drain does, after the batch's commit): inside one, its records wait for that transaction's commit.
+    dead-lettered), at once. Returns ``{method: [delivery id to queue for a retry]}``. Call it outside a
+    transaction (as the drain does, after the batch's commit): inside one, its records wait for that
+    transaction's commit.
     """
     retry: dict[str, list[int]] = {}
     now = timezone.now()
+    recorded: list[SendRecord] = [] if records is None else records
     for method, pending in batch.inline.items():
         backend = methods.get(method)
-        skipped: dict[str, list[int | None]] = defaultdict(list)
         reachable = backend.reachable([p.recipient_id for p in pending])
         if reachable is not None:
-            away: list[int | None] = [p.delivery_id for p in pending if p.recipient_id not in reachable]
-            skipped[backend.unreachable_reason[:255]] = away
+            skip = Delivery.Status.SKIPPED
+            reason = backend.unreachable_reason
+            recorded += [
+                SendRecord(p.delivery_id, p.tid, skip, reason, now) for p in pending if p.recipient_id not in reachable
+            ]
             pending = [p for p in pending if p.recipient_id in reachable]
         messages = [p.build() for p in pending]
         try:
@@ -494,22 +512,11 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
             continue
         missing = DeliveryResult.failed(f"the {method} method returned no result for this message")
         results += [missing] * (len(messages) - len(results))
-        sent = [m.delivery_id for m, r in zip(messages, results, strict=False) if r.outcome is Outcome.SENT]
-        for m, r in zip(messages, results, strict=False):
-            if r.outcome is Outcome.SKIPPED:
-                skipped[r.reason[:255]].append(m.delivery_id)
-        outcomes: list[tuple[list[Any], dict[str, Any]]] = [(sent, {"status": Delivery.Status.SENT, "sent_at": now})]
-        # Skipped: nearly always one reason ("no open socket"), so one UPDATE.
-        outcomes += [(ids, {"status": Delivery.Status.SKIPPED, "reason": reason}) for reason, ids in skipped.items()]
-        for ids, values in outcomes:
-            rows_update(
-                Delivery,
-                pks=ids,
-                values={**values, "updated_at": now},
-                add_one=("attempts",),
-                where={"status": Delivery.Status.QUEUED},
-                unflushed=True,
-            )
+        for p, r in zip(pending, results, strict=False):
+            if r.outcome is Outcome.SENT:
+                recorded.append(SendRecord(p.delivery_id, p.tid, Delivery.Status.SENT, "", now))
+            elif r.outcome is Outcome.SKIPPED:
+                recorded.append(SendRecord(p.delivery_id, p.tid, Delivery.Status.SKIPPED, r.reason, now))
         done = (Outcome.SENT, Outcome.SKIPPED)
         failed = {m.delivery_id: r for m, r in zip(messages, results, strict=False) if r.outcome not in done}
         if not failed:
@@ -524,4 +531,6 @@ def inline_send(*, batch: Batch, task_id: str = "") -> dict[str, list[int]]:
                 task_id=task_id,
             ):
                 retry.setdefault(method, []).append(delivery.pk)
+    if records is None:
+        records_write(recorded, unflushed=True)
     return retry

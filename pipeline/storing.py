@@ -24,6 +24,17 @@ and of the deliveries.
 
 Both lock each recipient's inbox row until the transaction ends, which keeps
 cursors in commit order per recipient (see :class:`pipeline.models.Inbox`).
+
+**The previous batch's send records ride along.** What the drain's last
+pushes did (:class:`SendRecord`: ``sent``, or ``skipped`` for want of a
+socket) is written by the next batch's transaction: on PostgreSQL as one more
+data-modifying ``WITH`` query of the same statement, which finds each
+delivery by the row address (``ctid``) the statement that created it
+returned, so the prepared plan is a TID scan whatever the table's size (found
+by id, a plan made while the table was small scans it whole). A record's
+delivery updated meanwhile has moved and is left as it is (the recovery
+sweep sends it again; a socket drops what it has). Elsewhere, and when no
+batch follows, :func:`records_write` writes them by id.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from typing import Any
 
 from django.db import connections
 
-from pipeline.bulk import insert_constants, rows_fetch, rows_insert
+from pipeline.bulk import insert_constants, rows_fetch, rows_insert, rows_update
 from pipeline.models import Delivery, Inbox, Notification
 
 _IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
@@ -84,14 +95,69 @@ class StoredDelivery:
     method: str
     status: str
     digest: str
+    #: The row's address when created (PostgreSQL's ``ctid`` as text, ``"(page,item)"``); ``None`` elsewhere.
+    tid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """The outcome of one delivery sent from the drain, to record if the delivery is still ``queued``; raises
+    ``ValueError`` for another status.
+
+    ``status``: ``sent`` (``sent_at`` becomes ``at``) or ``skipped``
+    (``reason`` is set); ``attempts`` grows by one and ``updated_at``
+    becomes ``at`` (an aware datetime). ``tid``: the delivery's
+    :attr:`StoredDelivery.tid`, ``None`` if unknown.
+    """
+
+    delivery_id: int
+    tid: str | None
+    status: str
+    reason: str
+    at: Any
+
+    def __post_init__(self) -> None:
+        if self.status not in (Delivery.Status.SENT, Delivery.Status.SKIPPED):
+            raise ValueError(f"a send record is 'sent' or 'skipped', not {self.status!r}")
+
+
+def records_write(records: Sequence[SendRecord], *, unflushed: bool = False, using: str = "default") -> int:
+    """Write ``records`` by delivery id (one ``UPDATE`` per status, reason and time, each only where the
+    delivery is still ``queued``); return how many deliveries were updated.
+
+    In the caller's transaction, or autocommit; ``unflushed``: each
+    statement's commit does not wait for the WAL flush on PostgreSQL (see
+    :func:`pipeline.bulk.rows_update`). Raises what the database raises.
+    """
+    groups: dict[tuple[str, str, Any], list[int]] = defaultdict(list)
+    for record in records:
+        groups[(record.status, record.reason, record.at)].append(record.delivery_id)
+    updated = 0
+    for (status, reason, at), ids in groups.items():
+        values: dict[str, Any] = {"status": status, "updated_at": at}
+        values.update({"sent_at": at} if status == Delivery.Status.SENT else {"reason": reason[:255]})
+        updated += rows_update(
+            Delivery,
+            pks=ids,
+            values=values,
+            add_one=("attempts",),
+            where={"status": Delivery.Status.QUEUED},
+            unflushed=unflushed,
+            using=using,
+        )
+    return updated
 
 
 def batch_store(
-    notifications: Sequence[NewNotification], *, now: Any, using: str = "default"
+    notifications: Sequence[NewNotification],
+    *,
+    now: Any,
+    records: Sequence[SendRecord] = (),
+    using: str = "default",
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """Store ``notifications`` with their deliveries, created at ``now``, in the caller's transaction, which
     must hold the cursor lock (:func:`pipeline.processing.events_process` takes it, and marks the events
-    done).
+    done); write ``records`` (an earlier batch's sends) in the same transaction.
 
     Each recipient's notifications take the cursors after its inbox's last, in
     the order given, and those ``streamed`` its next push positions; an inbox
@@ -102,7 +168,8 @@ def batch_store(
     raises.
     """
     if connections[using].vendor == "postgresql":
-        return _store_postgres(notifications, now, using)
+        return _store_postgres(notifications, now, using, records)
+    records_write(records, using=using)
     return _store_rows(notifications, now, using)
 
 
@@ -234,7 +301,7 @@ def _positions_take(gained: dict[int, tuple[int, int]], using: str = "default") 
 
 
 def _store_postgres(
-    notifications: Sequence[NewNotification], now: Any, using: str
+    notifications: Sequence[NewNotification], now: Any, using: str, records: Sequence[SendRecord] = ()
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` in one statement (PostgreSQL); see the module's docstring."""
     sql, constants = _postgres_statement(using)
@@ -287,18 +354,34 @@ def _store_postgres(
             for outcome, ix in outcomes.items()
         ],
         "d": [{"row_ix": row, "outcome_ix": outcome} for row, outcome in deliveries_given],
+        # s: the records; those without a row address are written by id first.
+        "s": [
+            {
+                "tid": r.tid,
+                "id": r.delivery_id,
+                "status": r.status,
+                "sent": r.status == Delivery.Status.SENT,
+                "reason": r.reason[:255],
+                "at": r.at.isoformat(),
+            }
+            for r in records
+            if r.tid is not None
+        ],
     }
+    records_write([r for r in records if r.tid is None], using=using)
     params = [json.dumps(document, ensure_ascii=False), now, *constants]
     by_index: dict[int, Stored] = {}
     index: dict[int, int] = {}
     created: list[tuple[Any, ...]] = []
-    for kind, ix, pk, cursor, seq, method, status, digest in rows_fetch(sql, params, using=using):
+    for kind, ix, pk, cursor, seq, method, status, digest, tid in rows_fetch(sql, params, using=using):
         if kind == 0:
             by_index[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
             index[int(pk)] = int(ix) - 1
         else:
-            created.append((int(pk), int(ix), method, status, digest))
-    deliveries = [StoredDelivery(pk, index[nid], method, status, digest) for pk, nid, method, status, digest in created]
+            created.append((int(pk), int(ix), method, status, digest, tid))
+    deliveries = [
+        StoredDelivery(pk, index[nid], method, status, digest, tid) for pk, nid, method, status, digest, tid in created
+    ]
     return [by_index[i] for i in range(len(notifications))], deliveries
 
 
@@ -306,7 +389,16 @@ def _store_postgres(
 def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     """The statement of :func:`_store_postgres` (``%s`` placeholders) and the values of its parameters after
     the first two (the batch as one JSON document, and its time): the other columns' constant defaults. Built
-    once per database alias (the models' tables, columns and defaults, the notifications' id sequence)."""
+    once per database alias (the models' tables, columns and defaults, the notifications' id sequence).
+
+    Its ``s`` query writes the records (:class:`SendRecord`) it is given: for each record, the row at its
+    address (a TID scan, ``ctid = x.tid`` in a nested loop), if that row has the record's id and is still
+    ``queued`` (``IS NOT DISTINCT FROM``, which no index serves: with ``=`` the planner may go through the
+    status index). The records' ``status IN ('sent', 'skipped')`` is always true, but without statistics
+    the planner takes it to keep 1 % of the 100 rows it assumes a ``json_to_recordset`` returns: with two
+    records estimated, the nested loop of TID scans costs less than reading the deliveries table even when
+    it is new (10 pages assumed), so the generic plan prepared then finds the records by address as the
+    table grows (tests/unit/pipeline/test_storing.py checks the plan)."""
     connection = connections[using]
     quote = connection.ops.quote_name
     constants: list[Any] = []
@@ -346,6 +438,11 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         column(Delivery, name) for name in ("id", "notification", "method", "status", "digest")
     )
     time_type = kind(Notification, "created_at")
+    delivery = quote(Delivery._meta.db_table)
+    status, reason, attempts = (column(Delivery, name) for name in ("status", "reason", "attempts"))
+    sent_at, updated_at, delivery_id = (column(Delivery, name) for name in ("sent_at", "updated_at", "id"))
+    queued = str(Delivery.Status.QUEUED).replace("'", "''")
+    outcomes = ", ".join(f"'{value}'" for value in (Delivery.Status.SENT, Delivery.Status.SKIPPED))
     sql = (
         f"WITH doc AS (SELECT CAST(%s AS json) AS j), now AS (SELECT CAST(%s AS {time_type}) AS at), "  # noqa: S608
         # g: one row per recipient, sorted by id: how many notifications and pushes each gains.
@@ -377,10 +474,19 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         f"SELECT ids.id[x.row_ix], m.method, m.status, m.reason, m.digest{delivery_casts} "
         "FROM doc CROSS JOIN json_to_recordset(doc.j -> 'd') AS x(row_ix integer, outcome_ix integer) "
         "JOIN m ON m.ix = x.outcome_ix CROSS JOIN (SELECT array_agg(id ORDER BY ix) AS id FROM r) AS ids "
-        f"CROSS JOIN now RETURNING {delivery_returned}) "
+        f"CROSS JOIN now RETURNING {delivery_returned}, ctid), "
+        # s: an earlier batch's send records, each delivery found by its row address (see above).
+        f"s AS (UPDATE {delivery} AS t SET {status} = x.status, {reason} = CASE WHEN x.sent THEN t.{reason} "
+        f"ELSE x.reason END, {sent_at} = CASE WHEN x.sent THEN x.at ELSE t.{sent_at} END, "
+        f"{attempts} = t.{attempts} + 1, {updated_at} = x.at "
+        "FROM doc CROSS JOIN json_to_recordset(doc.j -> 's') "
+        f"AS x(tid tid, id bigint, status text, sent boolean, reason text, at {time_type}) "
+        f"WHERE x.status IN ({outcomes}) AND t.ctid = x.tid AND t.{delivery_id} = x.id "
+        f"AND t.{status} IS NOT DISTINCT FROM '{queued}' "
+        f"RETURNING t.{delivery_id}) "
         # Each notification with its index (kind 0), then each delivery with its notification's id (kind 1).
-        "SELECT 0, r.ix, r.id, r.cursor, r.push_seq, NULL, NULL, NULL FROM r "
-        f"UNION ALL SELECT 1, d.{column(Delivery, 'notification')}, d.id, NULL, NULL, d.method, d.status, d.digest "
-        "FROM d"
+        "SELECT 0, r.ix, r.id, r.cursor, r.push_seq, NULL, NULL, NULL, NULL FROM r "
+        f"UNION ALL SELECT 1, d.{column(Delivery, 'notification')}, d.id, NULL, NULL, d.method, d.status, d.digest, "
+        "CAST(d.ctid AS text) FROM d"
     )
     return sql, tuple(constants)

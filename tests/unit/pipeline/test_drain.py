@@ -12,12 +12,21 @@ from pipeline import drain, processing, publishing
 def scripted(monkeypatch, settings):
     """Batches of 1 event or none, in the order a test gives them; the doorbell's calls, recorded."""
     settings.NOTIFLOW = {**settings.NOTIFLOW, "DRAIN_LINGER": 0.01}
-    state = {"batches": [], "taken": [], "calls": []}
+    state = {"batches": [], "taken": [], "calls": [], "given": [], "written": []}
 
-    def take() -> processing.Batch:
+    def take(*, records=()) -> processing.Batch:
         state["calls"].append("batch")
+        state["given"].append(list(records))
         scripted = state["batches"].pop(0) if state["batches"] else 0
         return scripted if isinstance(scripted, processing.Batch) else processing.Batch(events=scripted)
+
+    def inline_send(*, batch, task_id="", records=None):
+        records.append(f"record of batch {len(state['given'])}")  # what the drain must write later
+        return {}
+
+    def records_write(records, *, unflushed=False):
+        state["calls"].append("write")
+        state["written"].append(list(records))
 
     def doorbell(name, result=None):
         def call(*args, **kwargs):
@@ -27,7 +36,8 @@ def scripted(monkeypatch, settings):
         return call
 
     monkeypatch.setattr(processing, "events_process_isolating", take)
-    monkeypatch.setattr(processing, "inline_send", lambda *, batch, task_id="": {})
+    monkeypatch.setattr(processing, "inline_send", inline_send)
+    monkeypatch.setattr(drain, "records_write", records_write)
     monkeypatch.setattr(publishing, "doorbell_hold", doorbell("hold"))
     monkeypatch.setattr(publishing, "doorbell_wait", doorbell("wait", False))
     monkeypatch.setattr(publishing, "doorbell_release", doorbell("release"))
@@ -42,7 +52,8 @@ def test_a_drain_that_finds_events_after_letting_go_stops_if_a_new_drain_was_run
     counts = drain.events_drain_run()
 
     assert counts["batches"] == 2
-    assert scripted["calls"][-3:] == ["release", "batch", "take"]  # stopped: the new drain takes the rest
+    assert scripted["calls"][-4:] == ["release", "batch", "take", "write"]  # stopped: the new drain takes the rest
+    assert scripted["written"] == [["record of batch 1"], ["record of batch 2"]]  # no nudge; at the end
 
 
 def test_a_drain_that_takes_the_doorbell_back_goes_on(scripted):
@@ -93,5 +104,27 @@ def test_after_a_batch_that_was_not_full_the_drain_waits_for_a_nudge_instead_of_
 
     calls = scripted["calls"]
     calls = [c for i, c in enumerate(calls) if not (c == "wait" and calls[i - 1] == "wait")]  # the linger's
-    assert calls == ["hold", "batch", "batch", "wait", "release", "batch"]
+    assert calls == ["hold", "batch", "batch", "wait", "write", "wait", "release", "batch"]
     assert counts == {"batches": 2, "events": 51, "notifications": 0}
+
+
+def test_a_batch_s_send_records_go_with_the_next_batch_or_are_written_when_no_nudge_comes(scripted, monkeypatch):
+    """The records of a batch's pushes are handed to the next batch's transaction when a nudge comes within
+    RECORDS_WAIT; when none comes, they are written on their own before the drain waits on; nothing is left
+    unwritten when it ends."""
+    scripted["batches"] = [1, 1, 0]  # one; woken: one; not woken: let go, none
+    wakes, timeouts = [True], []
+
+    def wait(timeout):
+        scripted["calls"].append("wait")
+        timeouts.append(timeout)
+        return wakes.pop(0) if wakes else False
+
+    monkeypatch.setattr(publishing, "doorbell_wait", wait)
+
+    drain.events_drain_run()
+
+    assert scripted["given"] == [[], ["record of batch 1"], []]
+    assert scripted["written"] == [["record of batch 2"]]
+    assert timeouts[0] <= drain.RECORDS_WAIT and timeouts[1] <= drain.RECORDS_WAIT  # records were waiting
+    assert scripted["calls"].index("write") < scripted["calls"].index("release")

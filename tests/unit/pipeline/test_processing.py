@@ -232,6 +232,30 @@ def test_inline_send_builds_and_sends_only_for_reachable_recipients(users):
     }
 
 
+@pytest.mark.parametrize("next_batch_has_events", [True, False], ids=["with-the-next-batch", "no-event-pending"])
+def test_inline_send_hands_its_records_to_the_next_batch_which_writes_them(users, next_batch_has_events):
+    """Given a list, inline_send writes nothing (the deliveries stay queued) and appends one record per
+    outcome; events_process writes them in its transaction, also when it finds no event."""
+    ReachableMethod.online = {users["bob"].pk}
+    emit_event(event_type="test.personal", audience=[users[n].pk for n in ("bob", "carol")], data={"text": "x"})
+    batch = processing.events_process()
+    records: list = []
+
+    assert processing.inline_send(batch=batch, records=records) == {}
+
+    assert len(ReachableMethod.sent) == 1
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.QUEUED}
+    assert sorted((r.status, r.reason) for r in records) == [
+        (Delivery.Status.SENT, ""),
+        (Delivery.Status.SKIPPED, "offline (test)"),
+    ]
+    if next_batch_has_events:
+        emit_event(event_type="test.personal", audience=[users["dave"].pk], data={"text": "y"})
+    assert processing.events_process(records=records).events == int(next_batch_has_events)
+    outcome = {d.notification.recipient.username: (d.status, d.attempts) for d in Delivery.objects.select_related()}
+    assert outcome["bob"] == (Delivery.Status.SENT, 1) and outcome["carol"] == (Delivery.Status.SKIPPED, 1)
+
+
 @pytest.mark.parametrize("unnest_from", [1, 10**6], ids=["arrays", "values"])
 def test_rows_insert_stores_shared_varying_and_null_values_of_every_row(users, monkeypatch, unnest_from):
     """Rows mixing values every row shares (the same objects: bound once on PostgreSQL), values that vary
@@ -446,7 +470,7 @@ def test_rows_fetch_returns_a_statements_rows_or_none_and_binds_like_djangos_cur
 def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few_times(users):
     """With ``DATABASE_PREPARE_THRESHOLD``'s default (5), by the sixth one-event batch PostgreSQL holds the
     batch's statements prepared for this connection: it neither parses nor plans them again. Updates of rows
-    found by key (rows_update: the events done, the records of sends) are planned each time: a plan kept from
+    found by key (rows_update: the events done; sends recorded on their own) are planned each time: a plan kept from
     when the table was small would scan it whole as it grows."""
     assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 5
     for i in range(6):

@@ -9,9 +9,9 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from pipeline import storing
-from pipeline.bulk import insert_constants
+from pipeline.bulk import _numbered, insert_constants
 from pipeline.models import Delivery, Event, Inbox, Notification
-from pipeline.storing import NewNotification
+from pipeline.storing import NewNotification, SendRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -20,10 +20,17 @@ IMPLEMENTATIONS = ["rows", "postgres"] if connection.vendor == "postgresql" else
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def store(request):
-    """``store(notifications, now)``: one of batch_store's implementations."""
-    if request.param == "postgres":
-        return lambda notifications, now: storing._store_postgres(notifications, now, "default")
-    return lambda notifications, now: storing._store_rows(notifications, now, "default")
+    """``store(notifications, now, records=())``: one of batch_store's implementations (with the records as
+    batch_store has that implementation write them)."""
+
+    def postgres(notifications, now, records=()):
+        return storing._store_postgres(notifications, now, "default", records)
+
+    def rows(notifications, now, records=()):
+        storing.records_write(records)
+        return storing._store_rows(notifications, now, "default")
+
+    return postgres if request.param == "postgres" else rows
 
 
 def _event(text: str) -> Event:
@@ -126,3 +133,98 @@ def test_insert_constants_gives_the_left_out_columns_defaults_and_refuses_a_valu
         insert_constants(Notification, columns=("id", *storing._NOTIFICATION_COLUMNS))
     with pytest.raises(TypeError, match="no column"):
         insert_constants(Notification, columns=("nope",))
+
+
+def test_the_last_batch_s_send_records_are_written_with_the_next_batch_only_on_queued_deliveries(users, store):
+    """Sent: ``sent`` at the record's time; skipped: ``skipped`` with its reason; each one attempt more. A
+    delivery no longer ``queued`` is left alone, and a record without a row address is written by id."""
+    bob, carol, dave = users["bob"].pk, users["carol"].pk, users["dave"].pk
+    queued = Delivery.Status.QUEUED
+    first = _event("a")
+    methods = [("websocket", queued, "", ""), ("email", queued, "", "")]
+    _, created = store(
+        [_new(first, uid, f"to {uid}", streamed=True, deliveries=methods) for uid in (bob, carol, dave)], timezone.now()
+    )
+    by = {
+        (Notification.objects.get(pk=Delivery.objects.get(pk=d.pk).notification_id).recipient_id, d.method): d
+        for d in created
+    }
+    Delivery.objects.filter(pk=by[(carol, "websocket")].pk).update(status=Delivery.Status.RETRYING)
+    at = timezone.now()
+    sent, skipped = Delivery.Status.SENT, Delivery.Status.SKIPPED
+    records = [
+        SendRecord(by[(bob, "websocket")].pk, by[(bob, "websocket")].tid, sent, "", at),
+        SendRecord(by[(dave, "websocket")].pk, by[(dave, "websocket")].tid, skipped, "no open socket", at),
+        SendRecord(by[(carol, "websocket")].pk, by[(carol, "websocket")].tid, sent, "", at),  # retrying now
+        SendRecord(by[(bob, "email")].pk, None, sent, "", at),  # no row address: by id
+    ]
+
+    stored, _ = store([_new(_event("b"), bob, "next", streamed=True)], timezone.now(), records)
+
+    assert len(stored) == 1
+    rows = {d.pk: d for d in Delivery.objects.all()}
+    got = {key: rows[d.pk] for key, d in by.items()}
+    assert (got[(bob, "websocket")].status, got[(bob, "websocket")].sent_at) == (sent, at)
+    assert (got[(dave, "websocket")].status, got[(dave, "websocket")].reason) == (skipped, "no open socket")
+    assert got[(dave, "websocket")].sent_at is None
+    assert got[(carol, "websocket")].status == Delivery.Status.RETRYING and got[(carol, "websocket")].attempts == 0
+    assert (got[(bob, "email")].status, got[(bob, "email")].sent_at) == (sent, at)
+    assert {key: (row.attempts, row.updated_at == at) for key, row in got.items() if key != (carol, "websocket")} == {
+        (bob, "websocket"): (1, True),
+        (dave, "websocket"): (1, True),
+        (bob, "email"): (1, True),
+        (carol, "email"): (0, False),
+        (dave, "email"): (0, False),
+    }
+    # Row addresses come from the single statement (PostgreSQL's ctid) only.
+    assert [bool(d.tid) for d in created] == [store.__name__ == "postgres"] * len(created)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row addresses are PostgreSQL's")
+def test_a_record_whose_row_moved_or_whose_address_names_another_delivery_changes_nothing(users):
+    """A delivery updated since it was created has a new row address: its record finds nothing (it stays as the
+    update left it; the recovery sweep sends it again). An address now holding another delivery's row is not
+    that delivery's record: the ids must match too."""
+    bob, carol = users["bob"].pk, users["carol"].pk
+    queued = Delivery.Status.QUEUED
+    _, created = storing._store_postgres(
+        [
+            _new(_event("a"), uid, "t", streamed=True, deliveries=[("websocket", queued, "", "")])
+            for uid in (bob, carol)
+        ],
+        timezone.now(),
+        "default",
+    )
+    moved, other = created
+    Delivery.objects.filter(pk=moved.pk).update(reason="touched")  # a new row version, still queued
+    at = timezone.now()
+    records = [
+        SendRecord(moved.pk, moved.tid, Delivery.Status.SENT, "", at),
+        SendRecord(moved.pk, other.tid, Delivery.Status.SENT, "", at),  # the other delivery's address
+    ]
+
+    storing._store_postgres([], timezone.now(), "default", records)
+
+    assert set(Delivery.objects.values_list("status", "attempts")) == {(queued, 0)}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_the_store_statement_s_generic_plan_finds_the_records_by_row_address_on_a_small_table(users):
+    """Prepared, the statement keeps its generic plan (made while the deliveries were few) as the table
+    grows: the records must be found by a TID scan, never by reading the deliveries table."""
+    sql, constants = storing._postgres_statement("default")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE notiflow_store_test AS {_numbered(sql)}")
+        try:
+            placeholders = ", ".join(["%s"] * (2 + len(constants)))
+            cursor.execute(
+                f"EXPLAIN EXECUTE notiflow_store_test({placeholders})",
+                ['{"g": [], "e": [], "r": [], "m": [], "d": [], "s": []}', timezone.now(), *constants],
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE notiflow_store_test")
+    table = Delivery._meta.db_table
+    assert f"Tid Scan on {table}" in plan, plan
+    assert f"Seq Scan on {table}" not in plan and "Index" not in plan.split(f"Update on {table}")[-1], plan
