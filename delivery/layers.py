@@ -127,13 +127,17 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         self._last_score = 0.0
         super().__init__(*args, **kwargs)
 
-    async def group_send_many(self, sends: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    async def group_send_many(
+        self, sends: Sequence[tuple[str, dict[str, Any]]], *, empty: list[int] | None = None
+    ) -> int:
         """Send each ``(group, message)`` of ``sends`` as ``group_send`` would, in two Redis round trips per
         shard instead of four per group; messages to one channel are received in the order of ``sends``.
 
         Returns how many messages were dropped because their channel was full (channels_redis logs the same
-        case and drops the message too). Raises what the Redis client raises (``redis.exceptions.RedisError``,
-        ``OSError``, ``TimeoutError``); messages may then have been sent to some of the groups.
+        case and drops the message too). ``empty``: a list to which the positions in ``sends`` of the messages
+        whose group had no member (sent to no one) are appended. Raises what the Redis client raises
+        (``redis.exceptions.RedisError``, ``OSError``, ``TimeoutError``); messages may then have been sent
+        to some of the groups.
         """
         by_group_shard: dict[int, list[int]] = defaultdict(list)
         for position, (group, _message) in enumerate(sends):
@@ -154,8 +158,10 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         keys: dict[int, list[Any]] = defaultdict(list)
         payloads: dict[int, list[Any]] = defaultdict(list)
         capacities: dict[int, list[int]] = defaultdict(list)
-        for (_group, message), names in zip(sends, members, strict=True):
+        for position, ((_group, message), names) in enumerate(zip(sends, members, strict=True)):
             if not names:
+                if empty is not None:
+                    empty.append(position)
                 continue
             by_shard, key_message, key_capacity = self._map_channel_keys_to_connection(names, message)
             for index, channel_keys in by_shard.items():

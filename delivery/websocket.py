@@ -14,7 +14,12 @@ before it builds the messages) and sends only to those with a socket open;
 the others' deliveries are recorded ``skipped`` ("no open socket"), since their clients
 read the notification from the database when they connect. So a push to a
 role or to everyone costs channel-layer work in proportion to the sockets
-connected, not to the audience. No push is lost to the race: a consumer
+connected, not to the audience. A batch of fewer than :data:`PRESENCE_FROM`
+recipients skips the ``HMGET`` with :class:`delivery.layers.BoundedRedisChannelLayer`:
+``group_send_many`` reads every group's members anyway, and a push whose
+group has none is reported ``skipped`` with the same reason (one Redis round
+trip fewer for the drain's batches of a steady stream, which hold one or two
+events). No push is lost to the race: a consumer
 counts itself before it reads its ``hello`` from the database, and the
 pipeline reads the counts after its commit. A count outlives an ASGI process
 that is killed (SIGKILL): its users then cost a ``group_send`` to an empty
@@ -77,6 +82,11 @@ if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return left
 """
 _HMGET_CHUNK = 1000  # user ids per HMGET
+#: Recipients from which a batch reads presence before its messages are built (OPTIONS ``presence_from``):
+#: below it, with notiflow's channel layer, every message is built and ``group_send_many`` reports which groups
+#: had no member. Building a push costs about as much as reading a group's members in the same round trip;
+#: the ``HMGET`` is a round trip of its own.
+PRESENCE_FROM = 50
 
 
 def _presence_connection(layer: Any) -> Any:
@@ -173,7 +183,8 @@ def _layer_failure(exc: BaseException) -> DeliveryResult:
 
 class WebSocketMethod(DeliveryMethod):
     """Push through the channel layer. OPTIONS: ``layer`` (alias, default ``"default"``), ``concurrency``
-    (``group_send`` calls in flight, default :data:`MAX_IN_FLIGHT`)."""
+    (``group_send`` calls in flight, default :data:`MAX_IN_FLIGHT`), ``presence_from`` (default
+    :data:`PRESENCE_FROM`)."""
 
     key = "websocket"
     send_inline = True
@@ -182,8 +193,13 @@ class WebSocketMethod(DeliveryMethod):
 
     def reachable(self, recipient_ids: Sequence[int]) -> set[int] | None:
         """The recipients with a socket open (presence, one ``HMGET`` per 1,000); ``None`` when the channel
-        layer cannot say or cannot be reached (then :meth:`send` meets the same error and asks for a retry)."""
+        layer cannot say or cannot be reached (then :meth:`send` meets the same error and asks for a retry),
+        and, with :class:`~delivery.layers.BoundedRedisChannelLayer`, for fewer than ``presence_from``
+        distinct recipients (:meth:`send` then reports a push to a group without members ``skipped``)."""
         layer = get_channel_layer(self.options.get("layer", "default"))
+        few = len(set(recipient_ids)) < int(self.options.get("presence_from", PRESENCE_FROM))
+        if few and isinstance(layer, BoundedRedisChannelLayer):
+            return None
         try:
             return run(presence_connected(recipient_ids, layer))
         except (TimeoutError, RedisError, OSError) as exc:
@@ -226,19 +242,23 @@ class WebSocketMethod(DeliveryMethod):
 
     async def _send_grouped(self, layer: BoundedRedisChannelLayer, batch: Sequence[Message]) -> list[DeliveryResult]:
         """The batch's pushes through :meth:`~delivery.layers.BoundedRedisChannelLayer.group_send_many`,
-        :data:`SEND_MANY_CHUNK` at a time, in cursor order (so each recipient's in cursor order). A chunk that
-        fails is retried with every chunk after it, so that no push overtakes one that failed."""
+        :data:`SEND_MANY_CHUNK` at a time, in cursor order (so each recipient's in cursor order); a push whose
+        recipient's group has no member is ``skipped`` (:data:`NO_SOCKET`). A chunk that fails is retried with
+        every chunk after it, so that no push overtakes one that failed."""
         order = _in_cursor_order(batch, range(len(batch)))
         results: list[DeliveryResult] = [DeliveryResult.sent()] * len(batch)
         for start in range(0, len(order), SEND_MANY_CHUNK):
             part = order[start : start + SEND_MANY_CHUNK]
+            empty: list[int] = []
             try:
-                await layer.group_send_many([_push(batch[i]) for i in part])
+                await layer.group_send_many([_push(batch[i]) for i in part], empty=empty)
             except (TimeoutError, RedisError, OSError) as exc:
                 failed = _layer_failure(exc)
                 for i in order[start:]:
                     results[i] = failed
                 break
+            for position in empty:
+                results[part[position]] = DeliveryResult.skipped(NO_SOCKET)
         return results
 
     def send(self, batch: Sequence[Message]) -> list[DeliveryResult]:

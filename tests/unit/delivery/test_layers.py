@@ -20,6 +20,8 @@ from django.conf import settings
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from delivery import websocket
+from delivery.base import Message, Outcome, Recipient
 from delivery.layers import BoundedRedisChannelLayer
 from webapp.stack import Stack
 
@@ -189,7 +191,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_group_send_many_reaches_every_member_in_order_in_two_round_trips(prefix, round_trips):
     """300 groups of two sockets each (one process), three messages to each group in one call, and a group
     with no member: every socket gets its group's three in order, in one pipeline and one script, where
-    channels_redis' group_send takes four round trips per group."""
+    channels_redis' group_send takes four round trips per group; the message to no one is reported."""
 
     async def run() -> tuple[dict[str, list[int]], dict[str, str], int, int]:
         layer, receiver = layer_of(BoundedRedisChannelLayer, prefix), layer_of(BoundedRedisChannelLayer, prefix)
@@ -202,14 +204,16 @@ def test_group_send_many_reaches_every_member_in_order_in_two_round_trips(prefix
         sends = [(f"g{g}", {"type": "test.message", "n": n}) for n in range(PER_CHANNEL) for g in range(CHANNELS)]
         sends.append(("nobody", {"type": "test.message", "n": -1}))
         before = len(round_trips)
-        dropped = await layer.group_send_many(sends)
+        dropped = await layer.group_send_many(sends, empty=empty)
         trips = len(round_trips) - before
         got = await receive_everything(receiver, list(group_of), 2 * CHANNELS * PER_CHANNEL)
         await layer.flush()
         return got, group_of, trips, dropped
 
+    empty: list[int] = []
     got, group_of, trips, dropped = asyncio.run(run())
     assert dropped == 0
+    assert empty == [CHANNELS * PER_CHANNEL]  # the position of the message to "nobody"
     assert {channel: got[channel] for channel in group_of} == {channel: [0, 1, 2] for channel in group_of}
     assert set(got) == set(group_of)
     assert trips == 2
@@ -238,3 +242,37 @@ def test_group_send_many_drops_past_capacity_and_skips_expired_members(prefix):
     assert (dropped, got) == (1, [0, 1])
     assert stale_waiting == 0
     assert len(members) == 1  # the expired member was trimmed from the group
+
+
+def test_a_small_push_batch_skips_presence_and_reports_the_groups_without_a_socket(prefix, monkeypatch, round_trips):
+    """Below PRESENCE_FROM recipients the websocket method reads no presence (reachable: None, no Redis call):
+    group_send_many's two round trips send the push whose group has a socket and report the others
+    ``skipped`` (no open socket). From PRESENCE_FROM recipients on, presence is read first."""
+    layer, receiver = layer_of(BoundedRedisChannelLayer, prefix), layer_of(BoundedRedisChannelLayer, prefix)
+    monkeypatch.setattr(websocket, "get_channel_layer", lambda alias="default": layer)
+    first = 10**9  # user ids no other test counts in the presence hash
+    channel = asyncio.run(receiver.new_channel())
+    asyncio.run(layer.group_add(websocket.user_group(first), channel))
+    method = websocket.WebSocketMethod(alias="websocket")
+
+    def push(user_id: int) -> Message:
+        recipient = Recipient(id=user_id, username=f"u{user_id}", email="")
+        return Message(user_id, user_id, "t", "c", recipient, "title", "", "d", cursor=1, payload={"id": user_id})
+
+    before = len(round_trips)
+    assert method.reachable([first, first + 1, first + 2]) is None
+    results = method.send([push(first), push(first + 1), push(first + 2)])
+    trips = len(round_trips) - before
+
+    assert [(r.outcome, r.reason) for r in results] == [
+        (Outcome.SENT, ""),
+        (Outcome.SKIPPED, websocket.NO_SOCKET),
+        (Outcome.SKIPPED, websocket.NO_SOCKET),
+    ]
+    assert trips == 2
+    received = asyncio.run(asyncio.wait_for(receiver.receive(channel), ARRIVES))
+    assert received["notification"] == {"id": first}
+    many = list(range(first + 1, first + 1 + websocket.PRESENCE_FROM))
+    before = len(round_trips)
+    assert method.reachable(many) == set()  # presence read: nobody among them has a socket
+    assert len(round_trips) - before == 1
