@@ -413,7 +413,9 @@ def select_in(
 _M = TypeVar("_M", bound=models.Model)
 
 
-def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using: str = "default") -> list[_M]:
+def instances_select(
+    model: type[_M], sql: str, params: Sequence[Any], *, extra: Sequence[str] = (), using: str = "default"
+) -> list[_M]:
     """The ``model`` instances of the rows ``sql`` returns, as ``model.objects.raw(sql, params)`` builds them.
 
     ``sql`` selects columns of ``model``'s table by their names (the ORM's
@@ -424,19 +426,28 @@ def instances_select(model: type[_M], sql: str, params: Sequence[Any], *, using:
     per database, model and columns: ``RawQuerySet`` works them out, and
     maps the columns to fields, for every query, which cost the hot path
     more than running its one-event ``SELECT`` (0.3 of 0.68 ms).
-    Raises ``TypeError`` for a column that is not a field of ``model``,
-    and what the database raises.
+    ``extra``: the names of the last columns, which are not the model's
+    (annotations): each instance gets their raw values as attributes of
+    those names, as ``raw()`` sets them. Raises ``TypeError`` for a column
+    that is not a field of ``model`` (nor in ``extra``, in its place), and
+    what the database raises.
     """
     connection = connections[using]
     names, rows = _fetched(connection, sql, params, names=True)
-    attnames, order, converters = _loader(connection.alias, model, names)
+    fields = names[: len(names) - len(extra)]
+    if tuple(names[len(fields) :]) != tuple(extra):
+        raise TypeError(f"the statement's last columns are {names[len(fields) :]}, not {list(extra)}")
+    attnames, order, converters = _loader(connection.alias, model, fields)
     instances = []
     for row in rows:
         values = [row[i] for i in order]
         for k, column, functions in converters:
             for function in functions:
                 values[k] = function(values[k], column, connection)
-        instances.append(model.from_db(connection.alias, attnames, values))
+        instance = model.from_db(connection.alias, attnames, values)
+        for offset, name in enumerate(extra):
+            setattr(instance, name, row[len(fields) + offset])
+        instances.append(instance)
     return instances
 
 

@@ -40,20 +40,29 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
-from pipeline.bulk import instances_select, rows_fetch, rows_update, select_in
+from pipeline.bulk import instances_select, select_in
 from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Notification
 from pipeline.preferences import Decision, preferences_load, preferences_resolve
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
-from pipeline.storing import NewNotification, SendRecord, Stored, StoredDelivery, batch_store, records_write
+from pipeline.storing import (
+    EventMark,
+    NewNotification,
+    SendRecord,
+    Stored,
+    StoredDelivery,
+    batch_store,
+    records_write,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +96,6 @@ def events_pending() -> QuerySet[Event]:
     """Events not yet fully processed and not dead-lettered, oldest (first emitted) first."""
     poisoned = DeadLetter.objects.filter(event=OuterRef("pk"), status=DeadLetter.Status.DEAD, kind=DeadLetter.Kind.STEP)
     return Event.objects.filter(completed_at__isnull=True).filter(~Exists(poisoned)).order_by("created_at", "pk")
-
-
-def _serialise_writers() -> None:
-    """Make this transaction the only writer of cursors until it ends (SQLite has one writer anyway)."""
-    if connection.vendor == "postgresql":
-        rows_fetch("SELECT pg_advisory_xact_lock(%s)", [CURSOR_LOCK])
 
 
 def _candidates(event: Event, audience: Audience, room: int) -> tuple[list[int], int, bool]:
@@ -194,7 +197,6 @@ def events_process(*, limit: int | None = None, chunk: int | None = None, record
     batch = Batch()
     now = timezone.now()
     with transaction.atomic():
-        _serialise_writers()
         events = _events_take(limit)
         if not events:
             records_write(records)
@@ -266,10 +268,9 @@ def events_process(*, limit: int | None = None, chunk: int | None = None, record
                 plan_of.append(plan)
         # Each recipient's cursors and push positions are handed out in emit order: the last ones are what the
         # inbox now holds.
-        stored, created = batch_store(pending, now=now, records=records)
+        stored, created = batch_store(pending, now=now, records=records, marks=_marks(renders))
         notifications = [_Stored(n, s, plan) for s, n, plan in zip(stored, pending, plan_of, strict=True)]
         created.sort(key=lambda d: d.index)  # in emit order (RETURNING promises none)
-        _events_finish(renders, now)
         batch.notifications = len(pending)
 
     _sort(batch, created, notifications, users, now)
@@ -293,42 +294,60 @@ def _already_stored(renders: Sequence[tuple[_Planned, list[tuple[int, str, str]]
 
 
 def _events_take(limit: int) -> list[Event]:
-    """The first ``limit`` pending events (see :func:`events_pending`).
+    """The first ``limit`` pending events (see :func:`events_pending`), this transaction made the only writer
+    of cursors until it ends if there are any.
 
-    Its SQL is the ORM's own, compiled once per database and limit: building
-    this query (an ``EXISTS`` subquery) took about 2 ms of the worker's time
-    per batch, five times what running it takes.
+    SQLite has one writer anyway. On PostgreSQL the same statement takes the
+    transaction-level advisory lock :data:`CURSOR_LOCK` (a sub-select run
+    once, before the first event is read) and locks the
+    events it returns (``FOR UPDATE``): a statement reads the table as it was
+    when it began, so events another writer marked done while this one waited
+    for the lock would otherwise come back; locking a row re-reads its newest
+    version and drops it if it is no longer pending. One round trip, where the
+    lock and the read were two. Each event there carries its row's address
+    (``row_address``, the ``ctid`` as text), by which the batch's statement
+    marks it (:func:`_marks`): locked, the row stays where it is until the
+    transaction ends. Its SQL is the ORM's own, compiled once per
+    database and limit: building this query (an ``EXISTS`` subquery) took
+    about 2 ms of the worker's time per batch, five times what running it
+    takes.
     """
     key = (connection.alias, connection.vendor, limit)
     if key not in _PENDING_SQL:
-        _PENDING_SQL[key] = events_pending()[:limit].query.sql_with_params()
-    sql, params = _PENDING_SQL[key]
-    return instances_select(Event, sql, params)
-
-
-def _events_finish(renders: Sequence[tuple[_Planned, Any]], now: Any) -> None:
-    """Record how far the batch took each event it stored: done, or (an audience stored in chunks) done up to
-    ``progress_user_id``; ``published_at`` is set where unset. Events taken but not stored (after a large
-    audience; poison events, which are not in ``renders``) stay pending.
-
-    A statement of its own, planned each time (:func:`pipeline.bulk.rows_update`): inside the prepared
-    statement that stores the batch, this ``UPDATE`` by id kept a plan made while the events table was small
-    and hashed the whole table on every batch (1.5 ms a call at half load); planned with that statement each
-    time, the whole statement cost 0.7 ms of planning a call (pg_stat_statements, the hot path's benchmark).
-    """
-    finished = [plan.event.pk for plan, _ in renders if not plan.more]
-    rows_update(Event, pks=finished, values={"completed_at": now, "published_at": now}, keep=("published_at",))
-    for plan, _ in renders:
-        if plan.more:
-            rows_update(
-                Event,
-                pks=[plan.event.pk],
-                values={"progress_user_id": plan.last_user_id, "published_at": now},
-                keep=("published_at",),
+        query = events_pending()
+        extra: tuple[str, ...] = ()
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(Event._meta.db_table)
+            address = RawSQL(f"CAST({table}.ctid AS text)", ())  # noqa: S611 - the name from _meta, quoted
+            query = query.annotate(row_address=address)
+            extra = ("row_address",)
+            # A sub-select the planner runs once, before the scan (an InitPlan gating it); not EXISTS, whose
+            # select list PostgreSQL drops unrun.
+            lock = RawSQL(
+                "(SELECT CAST(pg_advisory_xact_lock(%s) AS text)) IS NOT NULL",
+                (CURSOR_LOCK,),
+                output_field=BooleanField(),
             )
+            query = query.filter(lock).select_for_update(of=("self",))
+        _PENDING_SQL[key] = (*query[:limit].query.sql_with_params(), extra)
+    sql, params, extra = _PENDING_SQL[key]
+    return instances_select(Event, sql, params, extra=extra)
 
 
-_PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...]]] = {}
+def _marks(renders: Sequence[tuple[_Planned, Any]]) -> list[EventMark]:
+    """How far the batch took each event it stored: done, or (an audience stored in chunks) done up to its last
+    recipient; events taken but not stored (after a large audience; poison events, which are not in
+    ``renders``) stay pending. On PostgreSQL each carries the address its take read, and the statement that
+    stores the batch marks them (:mod:`pipeline.storing`): found by id in a statement of its own, planned each
+    time, they cost a round trip; by id inside the prepared statement, a plan made while the events table was
+    small hashed the whole table on every batch (1.5 ms a call at half load)."""
+    return [
+        EventMark(plan.event.pk, getattr(plan.event, "row_address", None), plan.last_user_id if plan.more else None)
+        for plan, _ in renders
+    ]
+
+
+_PENDING_SQL: dict[tuple[str, str, int], tuple[str, tuple[Any, ...], tuple[str, ...]]] = {}
 
 
 def _streamed(decisions: dict[str, Decision]) -> bool:

@@ -46,10 +46,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from pipeline.bulk import insert_constants, rows_fetch, rows_insert, rows_update
-from pipeline.models import Delivery, Inbox, Notification
+from pipeline.models import Delivery, Event, Inbox, Notification
 
 _IN_LIST = 500  # ids per statement, well inside SQLite's limit on bound parameters
 
@@ -121,6 +121,35 @@ class SendRecord:
             raise ValueError(f"a send record is 'sent' or 'skipped', not {self.status!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class EventMark:
+    """How far a batch took one of its events: done (``progress_user_id`` ``None``), or stored up to that
+    recipient id (an audience stored in chunks). ``tid``: the event row's address as the batch's take read
+    it (PostgreSQL's ``ctid`` as text; the take locked the row, so it stays there until the transaction
+    ends), ``None`` elsewhere."""
+
+    event_id: Any
+    tid: str | None
+    progress_user_id: int | None = None
+
+
+def events_mark(marks: Sequence[EventMark], now: Any, *, using: str = "default") -> None:
+    """Mark the events of ``marks`` by id: done at ``now``, or their ``progress_user_id`` recorded;
+    ``published_at`` becomes ``now`` where unset. One ``UPDATE`` for the events done, one per event in
+    progress, each planned each time (:func:`pipeline.bulk.rows_update`)."""
+    done = [m.event_id for m in marks if m.progress_user_id is None]
+    rows_update(Event, pks=done, values={"completed_at": now, "published_at": now}, keep=("published_at",), using=using)
+    for mark in marks:
+        if mark.progress_user_id is not None:
+            rows_update(
+                Event,
+                pks=[mark.event_id],
+                values={"progress_user_id": mark.progress_user_id, "published_at": now},
+                keep=("published_at",),
+                using=using,
+            )
+
+
 def records_write(records: Sequence[SendRecord], *, unflushed: bool = False, using: str = "default") -> int:
     """Write ``records`` by delivery id (one ``UPDATE`` per status, reason and time, each only where the
     delivery is still ``queued``); return how many deliveries were updated.
@@ -153,23 +182,27 @@ def batch_store(
     *,
     now: Any,
     records: Sequence[SendRecord] = (),
+    marks: Sequence[EventMark] = (),
     using: str = "default",
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """Store ``notifications`` with their deliveries, created at ``now``, in the caller's transaction, which
-    must hold the cursor lock (:func:`pipeline.processing.events_process` takes it, and marks the events
-    done); write ``records`` (an earlier batch's sends) in the same transaction.
+    must hold the cursor lock (:func:`pipeline.processing.events_process` takes it); write ``records`` (an
+    earlier batch's sends) and mark the batch's events (``marks``, see :func:`events_mark`) in the same
+    transaction.
 
     Each recipient's notifications take the cursors after its inbox's last, in
     the order given, and those ``streamed`` its next push positions; an inbox
     that does not exist yet is created. Returns one :class:`Stored` per
     notification, in the order given, and the deliveries created, in no
     promised order. Raises ``django.db.IntegrityError`` for a notification
-    already stored (the same event and recipient), and what the database
-    raises.
+    already stored (the same event and recipient), ``django.db.DatabaseError``
+    if an event of ``marks`` was not where its ``tid`` said (PostgreSQL), and
+    what the database raises.
     """
     if connections[using].vendor == "postgresql":
-        return _store_postgres(notifications, now, using, records)
+        return _store_postgres(notifications, now, using, records, marks)
     records_write(records, using=using)
+    events_mark(marks, now, using=using)
     return _store_rows(notifications, now, using)
 
 
@@ -301,7 +334,11 @@ def _positions_take(gained: dict[int, tuple[int, int]], using: str = "default") 
 
 
 def _store_postgres(
-    notifications: Sequence[NewNotification], now: Any, using: str, records: Sequence[SendRecord] = ()
+    notifications: Sequence[NewNotification],
+    now: Any,
+    using: str,
+    records: Sequence[SendRecord] = (),
+    marks: Sequence[EventMark] = (),
 ) -> tuple[list[Stored], list[StoredDelivery]]:
     """:func:`batch_store` in one statement (PostgreSQL); see the module's docstring."""
     sql, constants = _postgres_statement(using)
@@ -368,17 +405,34 @@ def _store_postgres(
             if r.tid is not None
         ],
     }
+    # f: the batch's events marked; those without a row address by id first.
+    addressed = [m for m in marks if m.tid is not None]
+    document["f"] = [
+        {
+            "tid": m.tid,
+            "id": str(m.event_id),
+            "kind": "done" if m.progress_user_id is None else "progress",
+            "progress": m.progress_user_id,
+        }
+        for m in addressed
+    ]
+    events_mark([m for m in marks if m.tid is None], now, using=using)
     records_write([r for r in records if r.tid is None], using=using)
     params = [json.dumps(document, ensure_ascii=False), now, *constants]
     by_index: dict[int, Stored] = {}
     index: dict[int, int] = {}
     created: list[tuple[Any, ...]] = []
+    marked = 0
     for kind, ix, pk, cursor, seq, method, status, digest, tid in rows_fetch(sql, params, using=using):
-        if kind == 0:
+        if kind == 2:
+            marked += 1
+        elif kind == 0:
             by_index[int(ix) - 1] = Stored(int(pk), int(cursor), None if seq is None else int(seq))
             index[int(pk)] = int(ix) - 1
         else:
             created.append((int(pk), int(ix), method, status, digest, tid))
+    if marked != len(addressed):
+        raise DatabaseError(f"{len(addressed) - marked} of the batch's {len(addressed)} events were not where read")
     deliveries = [
         StoredDelivery(pk, index[nid], method, status, digest, tid) for pk, nid, method, status, digest, tid in created
     ]
@@ -443,6 +497,9 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     sent_at, updated_at, delivery_id = (column(Delivery, name) for name in ("sent_at", "updated_at", "id"))
     queued = str(Delivery.Status.QUEUED).replace("'", "''")
     outcomes = ", ".join(f"'{value}'" for value in (Delivery.Status.SENT, Delivery.Status.SKIPPED))
+    completed, published, progress = (
+        column(Event, name) for name in ("completed_at", "published_at", "progress_user_id")
+    )
     sql = (
         f"WITH doc AS (SELECT CAST(%s AS json) AS j), now AS (SELECT CAST(%s AS {time_type}) AS at), "  # noqa: S608
         # g: one row per recipient, sorted by id: how many notifications and pushes each gains.
@@ -483,10 +540,19 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         f"AS x(tid tid, id bigint, status text, sent boolean, reason text, at {time_type}) "
         f"WHERE x.status IN ({outcomes}) AND t.ctid = x.tid AND t.{delivery_id} = x.id "
         f"AND t.{status} IS NOT DISTINCT FROM '{queued}' "
-        f"RETURNING t.{delivery_id}) "
-        # Each notification with its index (kind 0), then each delivery with its notification's id (kind 1).
+        f"RETURNING t.{delivery_id}), "
+        # f: the batch's events, done or in progress, each found by the address its take read (likewise).
+        f"f AS (UPDATE {quote(Event._meta.db_table)} AS t SET {completed} = CASE WHEN x.progress IS NULL "
+        f"THEN now.at ELSE t.{completed} END, {published} = COALESCE(t.{published}, now.at), "
+        f"{progress} = COALESCE(x.progress, t.{progress}) "
+        "FROM doc CROSS JOIN json_to_recordset(doc.j -> 'f') "
+        f"AS x(tid tid, id {kind(Event, 'id')}, kind text, progress {kind(Event, 'progress_user_id')}) CROSS JOIN now "
+        f"WHERE x.kind IN ('done', 'progress') AND t.ctid = x.tid AND t.{column(Event, 'id')} = x.id "
+        f"RETURNING t.{column(Event, 'id')}) "
+        # Each notification with its index (kind 0), each delivery with its notification's id (kind 1), and a
+        # row per event marked (kind 2).
         "SELECT 0, r.ix, r.id, r.cursor, r.push_seq, NULL, NULL, NULL, NULL FROM r "
         f"UNION ALL SELECT 1, d.{column(Delivery, 'notification')}, d.id, NULL, NULL, d.method, d.status, d.digest, "
-        "CAST(d.ctid AS text) FROM d"
+        "CAST(d.ctid AS text) FROM d UNION ALL SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM f"
     )
     return sql, tuple(constants)

@@ -3,6 +3,8 @@ multi-row inserts (pipeline.bulk), and inline sends built and sent only for reac
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
@@ -415,6 +417,61 @@ def test_rows_update_sets_keeps_counts_and_checks(users):
     assert event.published_at == first  # COALESCE: an earlier value is kept
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer anyway")
+@pytest.mark.django_db(transaction=True)
+def test_a_take_waits_for_the_writer_under_way_and_skips_the_events_it_finished(users):
+    """Two writers at once: the first take holds the cursor lock (an advisory lock, taken by the take itself)
+    and its events until it commits; the second take, started meanwhile, waits, then returns none of the
+    events the first marked done, though they were pending when its statement began."""
+    for text in ("a", "b"):  # not emit_event(): its doorbell would ring the test stack's worker, if it runs
+        Event.objects.create(
+            event_type="test.personal",
+            audience={"kind": "users", "user_ids": [users["bob"].pk]},
+            data={"text": text},
+            occurred_at=timezone.now(),
+        )
+    taken: dict[str, object] = {}
+    first_holds, second_started = threading.Event(), threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                events = processing._events_take(50)
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                    )
+                    taken["first_locks"] = cursor.fetchone()[0]
+                first_holds.set()
+                second_started.wait(10)
+                time.sleep(0.3)  # the second take is waiting by now
+                bulk.rows_update(Event, pks=[e.pk for e in events], values={"completed_at": timezone.now()})
+                taken["first"] = [e.pk for e in events]
+                taken["first_committed"] = time.monotonic()
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            first_holds.wait(10)
+            with transaction.atomic():
+                second_started.set()
+                taken["second"] = [e.pk for e in processing._events_take(50)]
+                taken["second_returned"] = time.monotonic()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert len(taken["first"]) == 2 and taken["first_locks"] == 1
+    assert taken["second"] == []
+    assert taken["second_returned"] >= taken["first_committed"]
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="synchronous_commit is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_rows_update_unflushed_turns_synchronous_commit_off_for_its_own_statement_only(users):
@@ -481,8 +538,7 @@ def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few
         prepared = [" ".join(row[0].split()) for row in cursor.fetchall()]
     for start in (
         'INSERT INTO "pipeline_event"',  # emit_event()
-        "SELECT pg_advisory_xact_lock(",
-        'SELECT "pipeline_event"."id"',  # the batch taken
+        'SELECT "pipeline_event"."id"',  # the batch taken, with the cursor lock
         'SELECT "auth_user"."id"',  # its recipients
         'SELECT "pipeline_preference"."user_id"',
         "WITH doc AS (SELECT CAST($1 AS json)",  # the batch stored (pipeline.storing)

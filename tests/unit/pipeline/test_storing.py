@@ -4,14 +4,16 @@ and bulk.insert_constants, which the single statement's defaults come from."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from pipeline import storing
 from pipeline.bulk import _numbered, insert_constants
 from pipeline.models import Delivery, Event, Inbox, Notification
-from pipeline.storing import NewNotification, SendRecord
+from pipeline.storing import EventMark, NewNotification, SendRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -210,8 +212,8 @@ def test_a_record_whose_row_moved_or_whose_address_names_another_delivery_change
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
 def test_the_store_statement_s_generic_plan_finds_the_records_by_row_address_on_a_small_table(users):
-    """Prepared, the statement keeps its generic plan (made while the deliveries were few) as the table
-    grows: the records must be found by a TID scan, never by reading the deliveries table."""
+    """Prepared, the statement keeps its generic plan (made while the tables were small) as they grow: the
+    send records and the batch's events must be found by TID scans, never by reading their tables."""
     sql, constants = storing._postgres_statement("default")
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
@@ -220,11 +222,41 @@ def test_the_store_statement_s_generic_plan_finds_the_records_by_row_address_on_
             placeholders = ", ".join(["%s"] * (2 + len(constants)))
             cursor.execute(
                 f"EXPLAIN EXECUTE notiflow_store_test({placeholders})",
-                ['{"g": [], "e": [], "r": [], "m": [], "d": [], "s": []}', timezone.now(), *constants],
+                ['{"g": [], "e": [], "r": [], "m": [], "d": [], "s": [], "f": []}', timezone.now(), *constants],
             )
             plan = "\n".join(row[0] for row in cursor.fetchall())
         finally:
             cursor.execute("DEALLOCATE notiflow_store_test")
-    table = Delivery._meta.db_table
-    assert f"Tid Scan on {table}" in plan, plan
-    assert f"Seq Scan on {table}" not in plan and "Index" not in plan.split(f"Update on {table}")[-1], plan
+    for table in (Delivery._meta.db_table, Event._meta.db_table):
+        assert f"Tid Scan on {table}" in plan, plan
+        assert f"Seq Scan on {table}" not in plan and f"Index Scan using {table}" not in plan, plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row addresses are PostgreSQL's")
+def test_the_batch_s_events_are_marked_by_the_address_its_take_read_and_a_wrong_one_raises(users):
+    """Done: completed and published now; in progress: its last recipient recorded, published kept if set. An
+    address that does not hold the event raises DatabaseError, and nothing of the batch is stored."""
+    bob = users["bob"].pk
+    done, chunked, wrong = _event("a"), _event("b"), _event("c")
+    published = timezone.now() - timedelta(minutes=1)
+    Event.objects.filter(pk=chunked.pk).update(published_at=published)
+    addresses = dict(Event.objects.extra(select={"address": "CAST(ctid AS text)"}).values_list("pk", "address"))
+    now = timezone.now()
+
+    storing._store_postgres(
+        [_new(done, bob, "t", streamed=True)],
+        now,
+        "default",
+        marks=[EventMark(done.pk, addresses[done.pk]), EventMark(chunked.pk, addresses[chunked.pk], bob)],
+    )
+
+    rows = {e.pk: e for e in Event.objects.all()}
+    assert (rows[done.pk].completed_at, rows[done.pk].published_at) == (now, now)
+    assert (rows[chunked.pk].completed_at, rows[chunked.pk].published_at) == (None, published)
+    assert rows[chunked.pk].progress_user_id == bob
+    with pytest.raises(DatabaseError, match="1 of the batch's 1 events"), transaction.atomic():
+        storing._store_postgres(
+            [_new(wrong, bob, "w", streamed=True)], now, "default", marks=[EventMark(wrong.pk, addresses[done.pk])]
+        )
+    assert not Notification.objects.filter(event_id=wrong.pk).exists()
+    assert Event.objects.get(pk=wrong.pk).completed_at is None
