@@ -9,8 +9,13 @@ ignores preferences. A digest frequency applies only to an event type marked
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Aggregate, JSONField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import JSONArray
 
 from delivery.registry import methods as registry
 from pipeline.bulk import rows_fetch, select_in
@@ -61,6 +66,46 @@ def preferences_load(*, user_ids: Sequence[int], methods: Sequence[str]) -> Pref
     sql, params = query
     for user_id, method, category, ev_type, setting in rows_fetch(sql, params):
         rows.setdefault((user_id, method), []).append((category, ev_type, setting))
+    return rows
+
+
+#: The attribute :func:`preferences_annotate` gives each user: its preferences as a JSON array.
+PREFERENCES_ANNOTATION = "notiflow_preferences"
+
+
+class _JsonRows(Aggregate):
+    """The aggregated values as one JSON array (PostgreSQL ``jsonb_agg``, SQLite ``json_group_array``)."""
+
+    function = "JSONB_AGG"
+    output_field = JSONField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra)
+
+
+def preferences_annotate(users: QuerySet[Any], methods: Sequence[str]) -> QuerySet[Any]:
+    """``users`` (a queryset of the user model), each with its preferences for ``methods`` as the annotation
+    :data:`PREFERENCES_ANNOTATION`: a JSON array of ``[method, category, event_type, setting]``, ``NULL``
+    for a user without any. Read with the users in one query (the hot path: one round trip fewer per batch
+    than :func:`preferences_load` after the users); gather them with :func:`preferences_gathered`."""
+    rows = (
+        Preference.objects.filter(user_id=OuterRef("pk"), method__in=list(methods))
+        .order_by()
+        .values("user_id")
+        .annotate(rows=_JsonRows(JSONArray("method", "category", "event_type", "setting")))
+        .values("rows")
+    )
+    return users.annotate(**{PREFERENCES_ANNOTATION: Subquery(rows)})
+
+
+def preferences_gathered(users: Iterable[Any]) -> PreferenceRows:
+    """The :data:`PreferenceRows` of users read through :func:`preferences_annotate` (the annotation's raw
+    value: a list, or JSON text on SQLite), as :func:`preferences_load` returns them."""
+    rows: PreferenceRows = {}
+    for user in users:
+        found = getattr(user, PREFERENCES_ANNOTATION)
+        for method, category, ev_type, setting in json.loads(found) if isinstance(found, str) else found or ():
+            rows.setdefault((user.pk, method), []).append((category, ev_type, setting))
     return rows
 
 

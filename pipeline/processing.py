@@ -2,7 +2,8 @@
 
 :func:`events_process` takes the oldest events not yet processed, in the
 order they were emitted, and in **one transaction** expands their audiences,
-resolves every recipient's preferences (one query for the whole batch),
+resolves every recipient's preferences (read with the recipients: one query for the
+whole batch),
 renders the notifications, hands out each recipient's cursors, stores the
 notifications and deliveries, and marks the events done. Taking the events
 and storing their notifications commit together, so an event is processed
@@ -52,7 +53,14 @@ from pipeline.catalogue import EventType, catalogue
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import DRAIN_TASK, dead_letter_record
 from pipeline.models import DeadLetter, Delivery, Event, Notification
-from pipeline.preferences import Decision, preferences_load, preferences_resolve
+from pipeline.preferences import (
+    PREFERENCES_ANNOTATION,
+    Decision,
+    PreferenceRows,
+    preferences_annotate,
+    preferences_gathered,
+    preferences_resolve,
+)
 from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
 from pipeline.storing import (
     EventMark,
@@ -145,13 +153,20 @@ def _users() -> QuerySet[Any]:
     return model.objects.only(model.USERNAME_FIELD, model.get_email_field_name(), "is_active")
 
 
-def _users_load(ids: list[int]) -> dict[int, Any]:
-    """``{id: user}`` of the users among ``ids`` (distinct), with :func:`_users`' fields; SQL compiled once per
-    number of ids."""
-    query = select_in("processing.users", lambda pks: _users().filter(pk__in=pks), ids)
+def _users_load(ids: list[int], methods_used: list[str]) -> tuple[dict[int, Any], PreferenceRows]:
+    """``{id: user}`` of the users among ``ids`` (distinct), with :func:`_users`' fields, and their preferences
+    for ``methods_used``, in one query (:func:`pipeline.preferences.preferences_annotate`); SQL compiled once
+    per number of ids and methods."""
+    query = select_in(
+        "processing.users",
+        lambda pks, aliases: preferences_annotate(_users().filter(pk__in=pks), aliases),
+        ids,
+        methods_used or [""],
+    )
     if query is None:
-        return {}
-    return {user.pk: user for user in instances_select(get_user_model(), *query)}
+        return {}, {}
+    users = instances_select(get_user_model(), *query, extra=(PREFERENCES_ANNOTATION,))
+    return {user.pk: user for user in users}, preferences_gathered(users)
 
 
 def _render_all(plan: _Planned, users: dict[int, Any]) -> list[tuple[int, str, str]]:
@@ -205,13 +220,12 @@ def events_process(*, limit: int | None = None, chunk: int | None = None, record
         batch.events = len(plans)
         batch.more = len(events) == limit or len(plans) < len(events) or any(p.more for p in plans)
         actors = {p.event.actor_id for p in plans if p.event.actor_id is not None}
-        found = _users_load(sorted({uid for p in plans for uid in p.user_ids} | actors))
+        methods_used = sorted({m for p in plans for m in p.spec.methods})
+        found, preferences = _users_load(sorted({uid for p in plans for uid in p.user_ids} | actors), methods_used)
         for plan in plans:
             if plan.event.actor_id is not None:
                 plan.event.actor = found.get(plan.event.actor_id)
         users = {uid: user for uid, user in found.items() if user.is_active}
-        methods_used = sorted({m for p in plans for m in p.spec.methods})
-        preferences = preferences_load(user_ids=list(users), methods=methods_used)
 
         renders: list[tuple[_Planned, list[tuple[int, str, str]]]] = []
         for plan in plans:

@@ -1,8 +1,15 @@
 import pytest
+from django.contrib.auth import get_user_model
 
 from pipeline.catalogue import catalogue
 from pipeline.models import Preference
-from pipeline.preferences import Decision, preferences_resolve
+from pipeline.preferences import (
+    Decision,
+    preferences_annotate,
+    preferences_gathered,
+    preferences_load,
+    preferences_resolve,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -51,3 +58,22 @@ def test_critical_event_types_ignore_preferences(users):
     prefer(users["bob"], "email", "off", category="critiques")
     plan = preferences_resolve(event_type=catalogue.get("test.critical"), user_ids=[users["bob"].pk])
     assert plan[users["bob"].pk]["email"] == Decision("now")
+
+
+def test_preferences_read_with_the_users_are_those_preferences_load_reads(users):
+    """The hot path reads each recipient's preferences with the recipient (one query); they must be the same
+    rows, for the same methods only, as preferences_load's second query."""
+    bob, carol, dave = users["bob"], users["carol"], users["dave"]
+    prefer(dave, "email", "off", category="critiques")
+    prefer(dave, "email", "daily", event_type="critique.created")
+    prefer(dave, "websocket", "off", category="critiques")
+    prefer(carol, "sms", "off", category="critiques")  # a method not asked for
+    ids, methods = [bob.pk, carol.pk, dave.pk], ["email", "websocket"]
+    read = list(preferences_annotate(get_user_model().objects.filter(pk__in=ids), methods))
+
+    gathered = preferences_gathered(read)
+
+    loaded = preferences_load(user_ids=ids, methods=methods)
+    assert {key: sorted(rows) for key, rows in gathered.items()} == {key: sorted(rows) for key, rows in loaded.items()}
+    assert sorted(gathered[(dave.pk, "email")]) == [("", "critique.created", "daily"), ("critiques", "", "off")]
+    assert (carol.pk, "sms") not in gathered and len(gathered) == 2

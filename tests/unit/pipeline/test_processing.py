@@ -539,8 +539,7 @@ def test_a_batchs_statements_are_prepared_once_the_connection_has_run_them_a_few
     for start in (
         'INSERT INTO "pipeline_event"',  # emit_event()
         'SELECT "pipeline_event"."id"',  # the batch taken, with the cursor lock
-        'SELECT "auth_user"."id"',  # its recipients
-        'SELECT "pipeline_preference"."user_id"',
+        'SELECT "auth_user"."id"',  # its recipients, with their preferences
         "WITH doc AS (SELECT CAST($1 AS json)",  # the batch stored (pipeline.storing)
     ):
         assert any(statement.startswith(start) for statement in prepared), (start, prepared)
