@@ -451,29 +451,27 @@ def instances_select(
     return instances
 
 
-def rows_fetch(
-    sql: str, params: Sequence[Any], *, using: str = "default", prepare: bool | None = None
-) -> list[tuple[Any, ...]]:
+def rows_fetch(sql: str, params: Sequence[Any], *, using: str = "default") -> list[tuple[Any, ...]]:
     """Run one statement written with Django's ``%s`` placeholders (``%%`` for a literal ``%``); return its rows
     (``[]`` for a statement that returns none) as raw database values.
 
     On PostgreSQL it goes through the cursor :func:`rows_insert` uses: bound on the server, so prepared once
-    the connection has run it ``prepare_threshold`` times, unless ``prepare`` is ``False`` (never; ``True``:
-    at once). Runs in the caller's transaction (or autocommit). Raises what the database raises, as Django's
-    exceptions.
+    the connection has run it ``prepare_threshold`` times. Runs in the caller's transaction (or autocommit).
+    Raises what the database raises, as Django's exceptions.
 
-    Do not prepare a statement that finds rows by key in a table that grows fast (events, deliveries):
-    PostgreSQL plans a prepared statement once (its generic plan, from the sixth run) and keeps that plan
-    until the table's statistics change; planned while the table was small, it scans the whole table, and
-    goes on doing so as the table grows until autovacuum next analyses it (a minute or more: in the hot
-    path's benchmark, marking a batch's events done took 1.1 ms of a 1.5 ms statement at half load, hashing
-    the 3,000 events of the table to find two).
+    Do not run through it a statement whose plan depends on the size of a table that grows fast (rows found
+    by key in events or deliveries): PostgreSQL plans a prepared statement once (its generic plan, from the
+    sixth run) and keeps that plan until the table's statistics change; planned while the table was small,
+    it scans the whole table, and goes on doing so as the table grows until autovacuum next analyses it (a
+    minute or more: in the hot path's benchmark, marking a batch's events done took 1.1 ms of a 1.5 ms
+    statement at half load, hashing the 3,000 events of the table to find two). :func:`rows_update` is never
+    prepared; :mod:`pipeline.storing` finds such rows by their address (a TID scan in any plan).
     """
-    return [tuple(row) for row in _fetched(connections[using], sql, params, prepare=prepare)[1]]
+    return [tuple(row) for row in _fetched(connections[using], sql, params)[1]]
 
 
 def _fetched(
-    connection: Any, sql: str, params: Sequence[Any], *, names: bool = False, prepare: bool | None = None
+    connection: Any, sql: str, params: Sequence[Any], *, names: bool = False
 ) -> tuple[tuple[str, ...], list[Any]]:
     """Run ``sql`` (Django's ``%s`` placeholders) on :func:`_bound_cursor`; return its column names (only with
     ``names``; ``()`` otherwise) and rows (``[]`` for a statement that returns no rows).
@@ -487,7 +485,7 @@ def _fetched(
             if cursor.description is None:
                 return (), []
             return (tuple(column[0] for column in cursor.description) if names else ()), cursor.fetchall()
-        cursor.execute(_numbered(sql), params, prepare=prepare)
+        cursor.execute(_numbered(sql), params)
         result = cursor.pgresult
         if result is None or result.status != _TUPLES_OK:
             return (), []

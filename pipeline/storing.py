@@ -353,6 +353,7 @@ def _store_postgres(
     outcomes: dict[tuple[str, str, str, str], int] = {}
     rows: list[dict[str, Any]] = []
     deliveries_given: list[tuple[int, int]] = []
+    addressed = [m for m in marks if m.tid is not None]
     for i, (n, (cursor_offset, seq_offset)) in enumerate(zip(notifications, offsets, strict=True), start=1):
         uid = n.recipient_id
         ex = events.get(n.event_id)
@@ -400,25 +401,23 @@ def _store_postgres(
                 "tid": r.tid,
                 "id": r.delivery_id,
                 "status": r.status,
-                "sent": r.status == Delivery.Status.SENT,
                 "reason": r.reason[:255],
                 "at": r.at.isoformat(),
             }
             for r in records
             if r.tid is not None
         ],
+        # f: the batch's events marked; those without a row address by id first.
+        "f": [
+            {
+                "tid": m.tid,
+                "id": str(m.event_id),
+                "kind": "done" if m.progress_user_id is None else "progress",
+                "progress": m.progress_user_id,
+            }
+            for m in addressed
+        ],
     }
-    # f: the batch's events marked; those without a row address by id first.
-    addressed = [m for m in marks if m.tid is not None]
-    document["f"] = [
-        {
-            "tid": m.tid,
-            "id": str(m.event_id),
-            "kind": "done" if m.progress_user_id is None else "progress",
-            "progress": m.progress_user_id,
-        }
-        for m in addressed
-    ]
     events_mark([m for m in marks if m.tid is None], now, using=using)
     records_write([r for r in records if r.tid is None], using=using)
     params = [json.dumps(document, ensure_ascii=False), now, *constants]
@@ -448,8 +447,6 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     the first two (the batch as one JSON document, and its time): the other columns' constant defaults. Built
     once per database alias (the models' tables, columns and defaults, the notifications' id sequence).
 
-    Its ``f`` query marks the events (:class:`EventMark`) by their addresses likewise, and returns a row
-    each (kind 2), so that a missing one is seen.
     Its ``s`` query writes the records (:class:`SendRecord`) it is given: for each record, the row at its
     address (a TID scan, ``ctid = x.tid`` in a nested loop), if that row has the record's id and is still
     ``queued`` (``IS NOT DISTINCT FROM``, which no index serves: with ``=`` the planner may go through the
@@ -457,7 +454,9 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     the planner takes it to keep 1 % of the 100 rows it assumes a ``json_to_recordset`` returns: with two
     records estimated, the nested loop of TID scans costs less than reading the deliveries table even when
     it is new (10 pages assumed), so the generic plan prepared then finds the records by address as the
-    table grows (tests/unit/pipeline/test_storing.py checks the plan)."""
+    table grows (tests/unit/pipeline/test_storing.py checks the plan). Its ``f`` query marks the events
+    (:class:`EventMark`) likewise (``kind IN ('done', 'progress')`` plays the same part), and returns a row
+    each (kind 2), so that an event not found is seen."""
     connection = connections[using]
     quote = connection.ops.quote_name
     constants: list[Any] = []
@@ -501,6 +500,7 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
     status, reason, attempts = (column(Delivery, name) for name in ("status", "reason", "attempts"))
     sent_at, updated_at, delivery_id = (column(Delivery, name) for name in ("sent_at", "updated_at", "id"))
     queued = str(Delivery.Status.QUEUED).replace("'", "''")
+    sent = str(Delivery.Status.SENT).replace("'", "''")
     outcomes = ", ".join(f"'{value}'" for value in (Delivery.Status.SENT, Delivery.Status.SKIPPED))
     completed, published, progress = (
         column(Event, name) for name in ("completed_at", "published_at", "progress_user_id")
@@ -538,11 +538,12 @@ def _postgres_statement(using: str) -> tuple[str, tuple[Any, ...]]:
         "JOIN m ON m.ix = x.outcome_ix CROSS JOIN (SELECT array_agg(id ORDER BY ix) AS id FROM r) AS ids "
         f"CROSS JOIN now RETURNING {delivery_returned}, ctid), "
         # s: an earlier batch's send records, each delivery found by its row address (see above).
-        f"s AS (UPDATE {delivery} AS t SET {status} = x.status, {reason} = CASE WHEN x.sent THEN t.{reason} "
-        f"ELSE x.reason END, {sent_at} = CASE WHEN x.sent THEN x.at ELSE t.{sent_at} END, "
+        f"s AS (UPDATE {delivery} AS t SET {status} = x.status, {reason} = CASE WHEN x.status = '{sent}' "
+        f"THEN t.{reason} ELSE x.reason END, {sent_at} = CASE WHEN x.status = '{sent}' THEN x.at "
+        f"ELSE t.{sent_at} END, "
         f"{attempts} = t.{attempts} + 1, {updated_at} = x.at "
         "FROM doc CROSS JOIN json_to_recordset(doc.j -> 's') "
-        f"AS x(tid tid, id bigint, status text, sent boolean, reason text, at {time_type}) "
+        f"AS x(tid tid, id bigint, status text, reason text, at {time_type}) "
         f"WHERE x.status IN ({outcomes}) AND t.ctid = x.tid AND t.{delivery_id} = x.id "
         f"AND t.{status} IS NOT DISTINCT FROM '{queued}' "
         f"RETURNING t.{delivery_id}), "
