@@ -18,7 +18,7 @@ import email.header
 import smtplib
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.policy import Compat32
 from typing import Any
 
@@ -28,6 +28,7 @@ from django.template import TemplateDoesNotExist, TemplateSyntaxError
 from django.template.loader import render_to_string
 
 from delivery.base import DeliveryMethod, DeliveryResult, Message
+from delivery.smtp import EmailBackend, Transaction
 from delivery.templates import text_render
 
 _TRANSIENT_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, ConnectionError, OSError)
@@ -174,41 +175,84 @@ class EmailMethod(DeliveryMethod):
         return email
 
     def send(self, batch: Sequence[Message]) -> Iterator[DeliveryResult]:
-        """Yield each message's result as soon as the SMTP server has answered for it.
+        """Yield each message's result, in order, once the SMTP server has answered for it.
 
         One connection serves the batch; if it cannot be opened, every
         message that has an address and renders gets that failure's outcome.
+        Through notiflow's backend (:class:`delivery.smtp.EmailBackend`) the
+        emails overlap: the envelope of the next one is written before the
+        verdict on this one is read, and it is built while the server takes
+        this one's content. Its content goes only when the caller asks for
+        its result, so a caller that stops after a result has sent nothing
+        more (the connection is then dropped, which discards the envelope).
         """
         connection: Any = None
         connection_error: DeliveryResult | None = None
+        in_flight: Transaction | None = None  # an email whose content is written and whose verdict is unread
+        begun: Transaction | None = None  # an email whose envelope is written and whose content is not
         try:
             for message in batch:
-                if not message.recipient.email:
-                    yield DeliveryResult.failed("recipient has no email address")
-                    continue
-                try:
-                    email = self.build(message)
-                except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
-                    yield DeliveryResult.failed(f"template error: {exc}")
-                    continue
-                if connection is None and connection_error is None:
-                    connection = get_connection(self.options.get("backend"), fail_silently=False)
+                result, email = self._prepared(message)
+                if email is not None and connection is None and connection_error is None:
+                    connection, connection_error = self._connected()
+                if email is not None and connection_error is not None:
+                    result = connection_error
+                elif email is not None and isinstance(connection, EmailBackend):
                     try:
-                        connection.open()
-                    except Exception as exc:  # noqa: BLE001 - classified, never swallowed
-                        connection, connection_error = None, classify_smtp_error(exc)
-                if connection_error is not None:
-                    yield connection_error
-                    continue
-                email.connection = connection
-                try:
-                    email.send()
-                except Exception as exc:  # noqa: BLE001 - classified per message
-                    yield classify_smtp_error(exc)
+                        begun = connection.transaction_begin(email)
+                    except Exception as exc:  # noqa: BLE001 - classified per message
+                        result = classify_smtp_error(exc)
+                if in_flight is not None:
+                    transaction, in_flight = in_flight, None
+                    yield _verdict(connection.transaction_finish, transaction)
+                if result is not None:
+                    yield result
+                elif begun is None:  # a backend that sends one email at a time
+                    assert email is not None  # set whenever result is not
+                    email.connection = connection
+                    yield _verdict(email.send)
                 else:
-                    yield DeliveryResult.sent()
+                    transaction, begun = begun, None
+                    try:
+                        connection.transaction_transfer(transaction)
+                    except Exception as exc:  # noqa: BLE001 - classified per message
+                        yield classify_smtp_error(exc)
+                    else:
+                        in_flight = transaction
+            if in_flight is not None:
+                transaction, in_flight = in_flight, None
+                yield _verdict(connection.transaction_finish, transaction)
         finally:
             if connection is not None:
+                if begun is not None or in_flight is not None:
+                    connection.transaction_abandon()  # stopped early: send nothing more
                 # The messages' results are known already; a failed QUIT changes none of them.
                 with contextlib.suppress(smtplib.SMTPException, OSError):
                     connection.close()
+
+    def _prepared(self, message: Message) -> tuple[DeliveryResult | None, EmailMultiAlternatives | None]:
+        """``(None, email)``, or ``(failure, None)`` for a recipient with no address or a template that fails."""
+        if not message.recipient.email:
+            return DeliveryResult.failed("recipient has no email address"), None
+        try:
+            return None, self.build(message)
+        except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
+            return DeliveryResult.failed(f"template error: {exc}"), None
+
+    def _connected(self) -> tuple[Any, DeliveryResult | None]:
+        """``(open connection, None)`` of the configured backend, or ``(None, the failure classified)``."""
+        connection = get_connection(self.options.get("backend"), fail_silently=False)
+        try:
+            connection.open()
+        except Exception as exc:  # noqa: BLE001 - classified, never swallowed
+            return None, classify_smtp_error(exc)
+        return connection, None
+
+
+def _verdict(call: Callable[..., Any], *args: Any) -> DeliveryResult:
+    """``sent`` if ``call(*args)`` returns, else its exception classified (:func:`classify_smtp_error`)."""
+    try:
+        call(*args)
+    except Exception as exc:  # noqa: BLE001 - classified per message
+        return classify_smtp_error(exc)
+    return DeliveryResult.sent()

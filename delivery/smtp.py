@@ -36,6 +36,7 @@ import functools
 import re
 import smtplib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -55,9 +56,28 @@ def _command(cmd: str, args: str) -> str:
     return f"{line}\r\n"
 
 
+@dataclass
+class Transaction:
+    """One email between :meth:`PipeliningSMTP.mail_begin` and :meth:`PipeliningSMTP.mail_finish`.
+
+    ``pipelined`` is False when the server does not offer ``PIPELINING``
+    (or the message is ``str``): then the whole transaction is ``smtplib``'s
+    ``sendmail``, run by ``mail_finish``.
+    """
+
+    from_addr: str
+    recipients: list[str]
+    msg: bytes | str
+    mail_options: Sequence[str]
+    rcpt_options: Sequence[str]
+    pipelined: bool
+    refused: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+
 class PipeliningSMTP(smtplib.SMTP):
     """``smtplib.SMTP`` whose ``sendmail`` sends ``MAIL``, ``RCPT`` and ``DATA`` as one group when the server
-    offers ``PIPELINING``."""
+    offers ``PIPELINING``, in three steps a caller may interleave with the next email's
+    (:meth:`mail_begin`, :meth:`mail_transfer`, :meth:`mail_finish`)."""
 
     def sendmail(  # type: ignore[override]  # typeshed's overloads; the same signature as smtplib's
         self,
@@ -77,10 +97,33 @@ class PipeliningSMTP(smtplib.SMTP):
         asked of a server without it), ``ValueError`` (a line break in an
         address or option).
         """
+        transaction = self.mail_begin(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        self.mail_transfer(transaction)
+        return self.mail_finish(transaction)
+
+    def mail_begin(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: bytes | str,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> Transaction:
+        """Write the envelope (``MAIL``, every ``RCPT``, ``DATA``) in one group and return without reading a reply.
+
+        The previous email's content may still await its reply: RFC 2920
+        section 3.1 lets message content start a group, so ``mail_begin`` of
+        the next email may come between :meth:`mail_transfer` and
+        :meth:`mail_finish` of this one (the server answers in order). Raises
+        ``SMTPServerDisconnected``, ``SMTPNotSupportedError``, ``ValueError``
+        as :meth:`sendmail` does; nothing is written then.
+        """
         self.ehlo_or_helo_if_needed()
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        if not self.has_extn("pipelining") or isinstance(msg, str) or not recipients:
-            return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        pipelined = self.has_extn("pipelining") and not isinstance(msg, str) and bool(recipients)
+        transaction = Transaction(from_addr, recipients, msg, mail_options, rcpt_options, pipelined)
+        if not pipelined:
+            return transaction
         mail = [f"size={len(msg)}"] if self.has_extn("size") else []
         mail += mail_options
         if any(option.lower() == "smtputf8" for option in mail_options):
@@ -92,15 +135,27 @@ class PipeliningSMTP(smtplib.SMTP):
         group += [_command("rcpt", f"TO:{smtplib.quoteaddr(address)}{rcpt}") for address in recipients]
         group.append("data\r\n")
         self.send("".join(group))
+        return transaction
 
+    def mail_transfer(self, transaction: Transaction) -> None:
+        """Read the envelope's replies and, when ``DATA`` got its ``354``, write the content and its final ``.``.
+
+        Every earlier transaction must be finished (:meth:`mail_finish`): the
+        replies are read in order. Raises what :meth:`sendmail` raises for a
+        refused sender, recipients or ``DATA``, after resetting the
+        transaction (``RSET``), or closing the connection on a ``421``.
+        """
+        if not transaction.pipelined:
+            return
+        self._connected()
         # Every reply of the group, in order. A 421 means the server is closing the connection: close it at
         # once and raise what smtplib raises for that command (the later replies will not come).
         mail_code, mail_reply = self.getreply()
         if mail_code == 421:
             self.close()
-            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
-        refused: dict[str, tuple[int, bytes]] = {}
-        for address in recipients:
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, transaction.from_addr)
+        refused = transaction.refused
+        for address in transaction.recipients:
             code, reply = self.getreply()
             if code not in (250, 251):
                 refused[address] = (code, reply)
@@ -111,30 +166,53 @@ class PipeliningSMTP(smtplib.SMTP):
         if data_code == 421:
             self.close()
             raise smtplib.SMTPDataError(data_code, data_reply)
-        if mail_code != 250 or len(refused) == len(recipients):
+        if mail_code != 250 or len(refused) == len(transaction.recipients):
             if data_code == 354:  # DATA accepted all the same: end the empty message (RFC 2920 section 3.1)
                 self.send(b"." + _CRLF)
                 self.getreply()
             self._reset()
             if mail_code != 250:
-                raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+                raise smtplib.SMTPSenderRefused(mail_code, mail_reply, transaction.from_addr)
             raise smtplib.SMTPRecipientsRefused(refused)
         if data_code != 354:
             self._reset()
             raise smtplib.SMTPDataError(data_code, data_reply)
-
-        content = _LEADING_PERIOD.sub(b"..", msg)
+        assert isinstance(transaction.msg, bytes)  # a str message is never pipelined
+        content = _LEADING_PERIOD.sub(b"..", transaction.msg)
         if content[-2:] != _CRLF:
             content += _CRLF
         self.send(content + b"." + _CRLF)
+
+    def mail_finish(self, transaction: Transaction) -> dict[str, tuple[int, bytes]]:
+        """Read the server's verdict on the content; returns the refused recipients as :meth:`sendmail` does.
+
+        Raises ``SMTPDataError`` if the content was refused (the connection
+        closed on a ``421``), ``SMTPServerDisconnected`` if it was lost. No
+        ``RSET`` follows a refusal: the reply to the content ends the
+        transaction either way (RFC 5321 section 4.1.1.4), and the next
+        email's envelope may be on its way already.
+        """
+        if not transaction.pipelined:
+            return super().sendmail(
+                transaction.from_addr,
+                transaction.recipients,
+                transaction.msg,
+                transaction.mail_options,
+                transaction.rcpt_options,
+            )
+        self._connected()
         code, reply = self.getreply()
         if code != 250:
             if code == 421:
                 self.close()
-            else:
-                self._reset()
             raise smtplib.SMTPDataError(code, reply)
-        return refused
+        return transaction.refused
+
+    def _connected(self) -> None:
+        """Raise ``SMTPServerDisconnected`` if the connection was closed (after a ``421``): ``smtplib``'s
+        ``getreply`` would fail on the missing socket with an ``AttributeError``."""
+        if self.sock is None:
+            raise smtplib.SMTPServerDisconnected("the connection was closed before this reply was read")
 
     def _reset(self) -> None:
         """Reset the transaction (``RSET``) after a refusal, as ``smtplib`` does; a closed connection is left."""
@@ -173,18 +251,57 @@ class EmailBackend(DjangoEmailBackend):
         """Django 5.2's ``_send``, with :func:`address_sanitized` for ``sanitize_address``."""
         if not email_message.recipients():
             return False
-        encoding = email_message.encoding or settings.DEFAULT_CHARSET
-        from_email = address_sanitized(_hashable(email_message.from_email), encoding)
-        recipients = [address_sanitized(_hashable(a), encoding) for a in email_message.recipients()]
-        message = email_message.message()
         connection: Any = self.connection  # opened by send_messages() before it calls this
         try:
-            connection.sendmail(from_email, recipients, message.as_bytes(linesep="\r\n"))
+            connection.sendmail(*self._envelope(email_message))
         except smtplib.SMTPException:
             if not self.fail_silently:
                 raise
             return False
         return True
+
+    def transaction_begin(self, email_message: EmailMessage) -> Transaction:
+        """Write ``email_message``'s envelope on the open connection (:meth:`PipeliningSMTP.mail_begin`).
+
+        For :meth:`transaction_transfer` then :meth:`transaction_finish`;
+        between the two, the next email's ``transaction_begin`` may go, so
+        the server reads an envelope while the caller builds the email after
+        it and no email waits a round trip for its own ``354``. Raises
+        ``ValueError`` for an email with no recipient or an invalid address
+        (before anything is written) and what ``mail_begin`` raises;
+        ``fail_silently`` does not apply.
+        """
+        if not email_message.recipients():
+            raise ValueError("the email has no recipient")
+        connection: Any = self.connection
+        return connection.mail_begin(*self._envelope(email_message))
+
+    def transaction_transfer(self, transaction: Transaction) -> None:
+        """The envelope's replies read and the content written (:meth:`PipeliningSMTP.mail_transfer`)."""
+        connection: Any = self.connection
+        connection.mail_transfer(transaction)
+
+    def transaction_finish(self, transaction: Transaction) -> dict[str, tuple[int, bytes]]:
+        """The server's verdict on the content (:meth:`PipeliningSMTP.mail_finish`): the refused recipients,
+        or the exception raised."""
+        connection: Any = self.connection
+        return connection.mail_finish(transaction)
+
+    def transaction_abandon(self) -> None:
+        """Drop the connection without ``QUIT``: an envelope whose ``DATA`` may have been accepted is on it, and
+        only a lost connection discards it unsent (a lone ``.`` would send an empty email)."""
+        connection: Any = self.connection
+        if connection is not None:
+            connection.close()
+        self.connection = None
+
+    def _envelope(self, email_message: EmailMessage) -> tuple[str, list[str], bytes]:
+        """``(sender, recipients, message bytes with CRLF line ends)`` as Django's ``_send`` hands them to
+        ``sendmail``, the addresses sanitised by :func:`address_sanitized`."""
+        encoding = email_message.encoding or settings.DEFAULT_CHARSET
+        from_email = address_sanitized(_hashable(email_message.from_email), encoding)
+        recipients = [address_sanitized(_hashable(a), encoding) for a in email_message.recipients()]
+        return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")
 
 
 def _hashable(address: Any) -> str | tuple[str, str]:
