@@ -3,7 +3,8 @@
 For a message whose ``template_dir`` is ``D`` it renders ``D/email_subject.txt``
 (else ``D/title.txt``), ``D/email_body.txt`` (else ``D/body.txt``) and, when
 present, ``D/body.html`` as the HTML alternative. One SMTP connection serves
-the whole batch.
+the whole batch; through notiflow's backend (``delivery.smtp``) the emails
+overlap, each envelope written before the verdict on the email before it.
 
 Failures are classified as RFC 5321 does: a 4xx reply, a refused or dropped
 connection, or a time-out is transient (retry); a 5xx reply, a recipient

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import mailbox
 import smtplib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.smtp import EmailBackend as DjangoEmailBackend
+from django.core.mail.utils import DNS_NAME
 from django.utils.translation import gettext_lazy
 
+from delivery.base import Message, Outcome, Recipient
+from delivery.email import EmailMethod
 from delivery.smtp import EmailBackend, PipeliningSMTP, PipeliningSMTP_SSL
 from webapp.mailsink import Maildir
 from webapp.stack import free_port
@@ -241,3 +246,127 @@ def test_an_invalid_address_is_refused_as_django_refuses_it_every_time():
         with pytest.raises(ValueError, match="Invalid address"):
             backend._send(EmailMessage("s", "b", "alice@example.com", ["not an address <"]))
     assert backend.connection.sent == []
+
+
+# -- EmailMethod.send: each email's envelope before the previous one's verdict --------------------------------
+
+
+class Logged(PipeliningSMTP):
+    """Logs, in order, each write (``W`` and its first word) and each reply read (``R`` and its code)."""
+
+    log: list[str] = []
+
+    def send(self, s: Any) -> None:
+        data = s if isinstance(s, bytes) else s.encode()
+        word = data.split(b" ", 1)[0].split(b"\r\n", 1)[0].decode(errors="replace").upper()
+        self.log.append(f"W {word if word in ('EHLO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'QUIT') else 'content'}")
+        super().send(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, reply = super().getreply()
+        self.log.append(f"R {code}")
+        return code, reply
+
+
+class LoggedBackend(EmailBackend):
+    """notiflow's backend on :class:`Logged` connections."""
+
+    @property
+    def connection_class(self) -> Any:
+        return Logged
+
+
+def email_message(n: int, address: str = "bob@example.com", excerpt: str = "lovely") -> Message:
+    return Message(
+        delivery_id=n,
+        notification_id=n,
+        event_type="critique.created",
+        category="critiques",
+        recipient=Recipient(id=2, username="bob", email=address),
+        title="unused",
+        body="unused",
+        template_dir="notiflow/events/critique_created",
+        context={
+            "data": {"artwork_title": f"artwork {n}", "excerpt": excerpt},
+            "actor": {"id": 1, "username": "alice"},
+            "recipient": {"id": 2, "username": "bob"},
+        },
+        key=f"delivery-{n}",
+    )
+
+
+@pytest.fixture
+def email_method(server, settings):
+    controller, handler = server
+    settings.EMAIL_HOST, settings.EMAIL_PORT = controller.hostname, controller.port
+    Logged.log = []
+    return EmailMethod(alias="email", options={"backend": f"{__name__}.LoggedBackend"}), handler
+
+
+def stored(handler: Recorder) -> list[str]:
+    """The Message-IDs in the Maildir, sorted."""
+    return sorted(
+        m["Message-ID"] for m in mailbox.Maildir(handler.mail_dir, factory=None, create=False) if m["Message-ID"]
+    )
+
+
+def test_each_envelope_goes_before_the_previous_verdict_is_read_and_every_email_arrives_whole(email_method):
+    method, handler = email_method
+
+    results = list(method.send([email_message(n) for n in range(3)]))
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert [b"artwork %d" % n in content for n, (_, _, content) in enumerate(handler.received)] == [True] * 3
+    assert stored(handler) == sorted(f"<notiflow.delivery-{n}@{DNS_NAME}>" for n in range(3))
+    greeting, goodbye = ["R 220", "W EHLO", "R 250"], ["W QUIT", "R 221"]
+    if handler.pipelining:
+        # One write holds MAIL, RCPT and DATA; the next one goes right after a content, before its verdict.
+        first = ["W MAIL", "R 250", "R 250", "R 354", "W content"]
+        next_one = ["W MAIL", "R 250 (verdict on the one before)", "R 250", "R 250", "R 354", "W content"]
+        expected = greeting + first + next_one * 2 + ["R 250"] + goodbye
+        assert Logged.log == [entry.split(" (")[0] for entry in expected]
+    else:  # smtplib's sendmail: a command, then its reply
+        one = ["W MAIL", "R 250", "W RCPT", "R 250", "W DATA", "R 354", "W content", "R 250"]
+        assert Logged.log == greeting + one * 3 + goodbye
+
+
+def test_refusals_in_the_middle_of_a_batch_keep_each_result_in_its_place(email_method):
+    method, handler = email_method
+    batch = [
+        email_message(0),
+        email_message(1, address="nobody@example.com"),  # RCPT refused (550)
+        email_message(2, excerpt="REFUSE"),  # content refused (554)
+        email_message(3, address=""),  # no address: nothing sent
+        email_message(4),
+    ]
+
+    results = list(method.send(batch))
+
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.FAILED, Outcome.FAILED, Outcome.FAILED, Outcome.SENT]
+    assert "nobody@example.com" in results[1].reason and "554" in results[2].reason
+    assert results[3].reason == "recipient has no email address"
+    assert stored(handler) == [f"<notiflow.delivery-{n}@{DNS_NAME}>" for n in (0, 4)]
+
+
+def test_a_connection_closed_in_the_middle_of_a_batch_leaves_the_rest_to_retry(email_method):
+    method, handler = email_method
+
+    results = list(method.send([email_message(0), email_message(1, address="gone@example.com"), email_message(2)]))
+
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.RETRY, Outcome.RETRY]
+    assert stored(handler) == [f"<notiflow.delivery-0@{DNS_NAME}>"]
+
+
+def test_a_caller_that_stops_after_a_result_sends_nothing_more(email_method):
+    method, handler = email_method
+    results = iter(method.send([email_message(n) for n in range(3)]))
+
+    assert next(results).outcome is Outcome.SENT
+    results.close()  # the caller stops (a claim lost, a stop signal)
+
+    time.sleep(0.2)  # the server has had time to take anything that was on its way
+    assert stored(handler) == [f"<notiflow.delivery-0@{DNS_NAME}>"]
+    assert len(handler.received) == 1
+    if handler.pipelining:  # the second envelope was written; dropping the connection discarded it
+        assert Logged.log.count("W MAIL") == 2 and Logged.log.count("W content") == 1
+        assert "W QUIT" not in Logged.log
