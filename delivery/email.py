@@ -193,7 +193,13 @@ class EmailMethod(DeliveryMethod):
         begun: Transaction | None = None  # an email whose envelope is written and whose content is not
         try:
             for message in batch:
-                result, email = self._prepared(message)
+                try:
+                    result, email = self._prepared(message)
+                except Exception:  # not this message's failure to classify: the batch stops, as send() may
+                    if in_flight is not None:  # but the email before has its verdict first
+                        transaction, in_flight = in_flight, None
+                        yield _verdict(connection.transaction_finish, transaction)
+                    raise
                 if email is not None and connection is None and connection_error is None:
                     connection, connection_error = self._connected()
                 if email is not None and connection_error is not None:

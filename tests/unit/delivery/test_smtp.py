@@ -370,3 +370,20 @@ def test_a_caller_that_stops_after_a_result_sends_nothing_more(email_method):
     if handler.pipelining:  # the second envelope was written; dropping the connection discarded it
         assert Logged.log.count("W MAIL") == 2 and Logged.log.count("W content") == 1
         assert "W QUIT" not in Logged.log
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("a context value that cannot be printed")
+
+
+def test_an_unexpected_error_building_an_email_comes_after_the_verdict_on_the_one_before(email_method):
+    method, handler = email_method
+    broken = email_message(1)
+    broken = Message(**{**broken.__dict__, "context": {**broken.context, "data": {"artwork_title": Unprintable()}}})
+    results = iter(method.send([email_message(0), broken, email_message(2)]))
+
+    assert next(results).outcome is Outcome.SENT  # read before the error goes up to the caller
+    with pytest.raises(RuntimeError, match="cannot be printed"):
+        next(results)
+    assert stored(handler) == [f"<notiflow.delivery-0@{DNS_NAME}>"]
