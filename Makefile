@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test run lint typecheck pytest pytest-postgres system system-postgres clean bench bench-hotpath bench-hotpath-sqlite \
 	bench-hotpath-postgres bench-fanout bench-fanout-sqlite bench-fanout-postgres bench-faults bench-connections \
-	bench-soak bench-store bench-trickle bench-plots
+	bench-soak bench-store bench-email bench-trickle bench-plots
 
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/prod.txt
 	./scripts/ensure-system.sh
@@ -95,6 +95,10 @@ bench-plots: $(STAMP)
 bench-store: $(STAMP) system-postgres
 	$(BIN)/python -m bench.store --db postgres
 	$(BIN)/python -m bench.store --db sqlite
+
+# A batch of emails over one connection to the local SMTP server: notiflow's backend against Django's (seconds).
+bench-email: $(STAMP)
+	$(BIN)/python -m bench.emails
 
 # Database transactions and CPU per event under a steady trickle on a private PostgreSQL, against bench.noop
 # at the same rate (about a minute); see bench/README.md.
