@@ -38,18 +38,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from bench.hotpath import BENCH_SECRETS, SETTINGS_MODULE
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"notiflow": "delivery.smtp.EmailBackend", "django": "django.core.mail.backends.smtp.EmailBackend"}
-SECRETS = {  # long enough for webapp.settings.prod's checks (50 and 32 characters)
-    "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-use-anywhere-but-a-benchmark",
-    "NOTIFLOW_JWT_SECRET": "bench-only-jwt-key-not-for-use-anywhere",
-}
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def messages(count: int, prefix: str) -> list[Any]:
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from webapp.stack import free_port
+    from webapp.stack import free_port, wait_for
 
     port = free_port()
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "webapp.settings.prod", "EMAIL_PORT": str(port), **SECRETS})
+    os.environ.update({"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "EMAIL_PORT": str(port), **BENCH_SECRETS})
     import django
 
     django.setup()
@@ -114,15 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in BACKENDS}
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        if not wait_for(lambda: _accepting(port)):
+            raise RuntimeError(f"the SMTP server did not listen on port {port} within 20 s")
         methods = {name: EmailMethod(alias="email", options={"backend": path}) for name, path in BACKENDS.items()}
         for name, method in methods.items():  # warm up: templates loaded, addresses remembered
             list(method.send(messages(20, f"warm-{name}")))
@@ -180,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nJSON: {args.out}")
     return 0
+
+
+def _accepting(port: int) -> bool:
+    """Whether something listens on the loopback ``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

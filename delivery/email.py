@@ -193,13 +193,11 @@ class EmailMethod(DeliveryMethod):
         begun: Transaction | None = None  # an email whose envelope is written and whose content is not
         try:
             for message in batch:
+                error: Exception | None = None
                 try:
                     result, email = self._prepared(message)
-                except Exception:  # not this message's failure to classify: the batch stops, as send() may
-                    if in_flight is not None:  # but the email before has its verdict first
-                        transaction, in_flight = in_flight, None
-                        yield _verdict(connection.transaction_finish, transaction)
-                    raise
+                except Exception as exc:  # noqa: BLE001 - re-raised below, once the email before has its verdict
+                    result, email, error = None, None, exc  # not this message's failure: the batch stops
                 if email is not None and connection is None and connection_error is None:
                     connection, connection_error = self._connected()
                 if email is not None and connection_error is not None:
@@ -212,6 +210,8 @@ class EmailMethod(DeliveryMethod):
                 if in_flight is not None:
                     transaction, in_flight = in_flight, None
                     yield _verdict(connection.transaction_finish, transaction)
+                if error is not None:
+                    raise error
                 if result is not None:
                     yield result
                 elif begun is None:  # a backend that sends one email at a time
