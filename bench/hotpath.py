@@ -123,6 +123,20 @@ DUPLICATE_GRACE = 1.0
 SUBJECT_TAG = re.compile(r"hotpath ([a-z]+-\d+)")
 
 
+def _cumulative(times: list[float], t0: float, *, step: float) -> list[int]:
+    """How many of ``times`` (epoch seconds) fall before ``t0 + step``, ``t0 + 2 * step``, ... up to the last."""
+    if not times:
+        return []
+    ordered, counts, edge = sorted(times), [], t0 + step
+    index = 0
+    while index < len(ordered):
+        while index < len(ordered) and ordered[index] < edge:
+            index += 1
+        counts.append(index)
+        edge += step
+    return counts
+
+
 class BenchError(RuntimeError):
     """A phase could not complete: what did not arrive, and where to look."""
 
@@ -677,6 +691,8 @@ class HotPath:
             "last_email": max(mailed) if mailed else None,
             "first_email": min(mailed) if mailed else None,
             "deliveries_sent_at": sent_at,
+            "pushed": pushed,
+            "mailed": mailed,
         }
 
     def tally(self, emitted: Emitted) -> dict[str, int]:
@@ -771,6 +787,7 @@ class HotPath:
         end = max(ends)
         result = {
             "events": n,
+            "started_at": t0,  # epoch seconds, to line the phase up with outside samplers (py-spy, top)
             "emit_loop_s": round(emit_s, 3),
             "emit_calls_per_s": round(n / emit_s, 1),
             "first_emit_to_end_s": round(end - t0, 3),
@@ -780,6 +797,12 @@ class HotPath:
             "first_emit_to_deliveries_sent_s": round(done["deliveries_sent_at"] - t0, 3),
             "emit_cost": ms_summary(emitted.cost),
             "emit_to_push": ms_summary(self.push_latencies(emitted)),
+            # How the deliveries arrived over time: pushes and emails in by each quarter second after the first
+            # emit (which part of the run set its end: the pushes, or the emails behind them).
+            "arrived_by_quarter_second": {
+                kind: _cumulative(times, t0, step=0.25)
+                for kind, times in (("push", done["pushed"]), ("email", done["mailed"]))
+            },
             # CPU per event, per process role, from the first emit to the end (the bench: emitting, the socket,
             # the polling); the machine's budget per event at the no-op rate is cpus / (no-op tasks/s).
             "cpu_ms_per_event": per_unit_ms(cpu, n),
