@@ -63,8 +63,9 @@ def messages(count: int, prefix: str) -> list[Any]:
             event_type="critique.created",
             category="critiques",
             recipient=Recipient(id=2, username="bob", email="bob@example.com"),
-            title="unused",
-            body="unused",
+            # title.txt and body.txt as the pipeline renders them (the email's subject and text)
+            title=f"alice critiqued your artwork “bench {prefix}-{n}”",
+            body="alice wrote: “the light on the water is lovely”",
             template_dir="notiflow/events/critique_created",
             context={
                 "data": {"artwork_title": f"bench {prefix}-{n}", "excerpt": "the light on the water is lovely"},

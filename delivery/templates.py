@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.template import Context
+from django.template import Context, TemplateDoesNotExist
 from django.template import Template as DjangoTemplate
 from django.template.loader import get_template, select_template
 
@@ -32,6 +32,25 @@ def text_render(template_names: str | Sequence[str], context: Mapping[str, Any])
         template = get_template(template_names)
     else:
         template = select_template(list(template_names))
+    return _rendered(template, context)
+
+
+def text_render_optional(template_name: str, context: Mapping[str, Any]) -> str | None:
+    """:func:`text_render` of ``template_name`` if it exists, else ``None``.
+
+    Only the look-up may find nothing: a template that exists and fails
+    while rendering (an ``{% include %}`` of a missing template, a filter
+    that raises) raises as :func:`text_render` does.
+    """
+    try:
+        template = get_template(template_name)
+    except TemplateDoesNotExist:
+        return None
+    return _rendered(template, context)
+
+
+def _rendered(template: Any, context: Mapping[str, Any]) -> str:
+    """A loaded template (a backend's wrapper) rendered with ``context``: a Django-language one without escaping."""
     inner = getattr(template, "template", None)
     if isinstance(inner, DjangoTemplate):
         return inner.render(Context(dict(context), autoescape=False))

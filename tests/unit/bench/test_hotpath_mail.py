@@ -18,8 +18,8 @@ def built(subject: str) -> bytes:
         event_type="critique.created",
         category="critiques",
         recipient=Recipient(id=2, username="bob", email="bob@example.com"),
-        title="unused",
-        body="unused",
+        title="alice critiqued your artwork “t”",  # title.txt and body.txt, as the pipeline renders them
+        body="alice wrote: “Subject: not this”",
         template_dir="notiflow/events/critique_created",
         context={"actor": {"username": "alice"}, "data": {"artwork_title": "t", "excerpt": "Subject: not this"}},
         key="delivery-1",

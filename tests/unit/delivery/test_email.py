@@ -9,6 +9,7 @@ from django.utils.html import escape
 
 from delivery.base import Message, Outcome, Recipient
 from delivery.email import EmailMethod, HeaderPolicy, classify_smtp_error
+from delivery.templates import text_render
 
 
 @pytest.mark.parametrize(
@@ -33,21 +34,24 @@ TRICKY = 'Tom & Jerry\'s "<b>bold</b>" Ωμέγα 漢字'
 TRICKY_NAME = 'o\'neil<&>"Zoë"'
 
 
-def tricky_message(template_dir: str = "notiflow/events/critique_created") -> Message:
+def tricky_message(template_dir: str = "notiflow/events/critique_created", context: dict | None = None) -> Message:
+    """A message as the pipeline makes it: its title and body rendered from ``title.txt`` and ``body.txt``."""
+    if context is None:
+        context = {
+            "data": {"artwork_title": TRICKY, "excerpt": TRICKY},
+            "actor": {"id": 1, "username": TRICKY_NAME},
+            "recipient": {"id": 2, "username": TRICKY_NAME},
+        }
     return Message(
         delivery_id=1,
         notification_id=1,
         event_type="critique.created",
         category="critiques",
         recipient=Recipient(id=2, username=TRICKY_NAME, email="bob@example.com"),
-        title="unused",
-        body="unused",
+        title=text_render(f"{template_dir}/title.txt", context).strip(),
+        body=text_render(f"{template_dir}/body.txt", context).strip(),
         template_dir=template_dir,
-        context={
-            "data": {"artwork_title": TRICKY, "excerpt": TRICKY},
-            "actor": {"id": 1, "username": TRICKY_NAME},
-            "recipient": {"id": 2, "username": TRICKY_NAME},
-        },
+        context=context,
     )
 
 
@@ -91,24 +95,44 @@ def test_a_subject_that_is_not_ascii_goes_as_base64_words_on_short_lines_and_rea
 
 
 def test_a_digest_subject_and_text_are_not_escaped():
-    message = tricky_message("notiflow/digest")
-    message = Message(
-        **{
-            **message.__dict__,
-            "context": {
-                "frequency": "daily",
-                "count": 1,
-                "items": [{"title": TRICKY}],
-                "recipient": {"username": TRICKY_NAME},
-            },
-        }
-    )
+    context = {"frequency": "daily", "count": 1, "items": [{"title": TRICKY}], "recipient": {"username": TRICKY_NAME}}
+    message = tricky_message("notiflow/digest", context)
     subject, text, html = EmailMethod(alias="email", options={}).render(message)
 
     assert subject == "Your daily digest: 1 new notification"
     assert f"Hi {TRICKY_NAME}, here is what happened:" in text
     assert f"- {TRICKY}" in text
     assert html is not None and escape(TRICKY) in html and "<b>" not in html
+
+
+def test_without_templates_of_its_own_an_email_is_the_title_and_body_as_stored_not_rendered_again():
+    stored = Message(**{**tricky_message().__dict__, "title": "Stored   title\n", "body": "Stored body"})
+
+    subject, text, html = EmailMethod(alias="email", options={}).render(stored)
+
+    assert (subject, text) == ("Stored title", "Stored body\n")  # title.txt and body.txt would say otherwise
+    assert html is not None and escape(TRICKY) in html  # body.html is the email's own: rendered
+
+
+def test_an_email_subject_and_body_template_win_over_the_title_and_body_and_can_use_them():
+    stored = Message(
+        **{**tricky_message().__dict__, "template_dir": "notiflow/events/emailed", "title": "T & T", "body": "B"}
+    )
+
+    subject, text, html = EmailMethod(alias="email", options={}).render(stored)
+
+    assert subject == f"[gallery] T & T from {TRICKY_NAME}"  # plain text: no escaping
+    assert text == f"B\n\n-- sent to {TRICKY_NAME}\n"
+    assert html is None  # no body.html in that folder
+
+
+def test_an_email_template_that_exists_but_fails_is_a_template_error_not_a_fallback():
+    from django.template import TemplateDoesNotExist
+
+    broken = Message(**{**tricky_message().__dict__, "template_dir": "notiflow/events/emailed_broken"})
+
+    with pytest.raises(TemplateDoesNotExist):
+        EmailMethod(alias="email", options={}).render(broken)
 
 
 def test_each_multipart_email_gets_its_own_boundary_and_both_parts_survive_it():

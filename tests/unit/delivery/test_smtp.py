@@ -283,8 +283,8 @@ def email_message(n: int, address: str = "bob@example.com", excerpt: str = "love
         event_type="critique.created",
         category="critiques",
         recipient=Recipient(id=2, username="bob", email=address),
-        title="unused",
-        body="unused",
+        title=f"alice critiqued your artwork “artwork {n}”",  # title.txt and body.txt, as the pipeline renders them
+        body=f"alice wrote: “{excerpt}”",
         template_dir="notiflow/events/critique_created",
         context={
             "data": {"artwork_title": f"artwork {n}", "excerpt": excerpt},
