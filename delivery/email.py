@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from email.policy import Compat32
 from typing import Any
 
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import BadHeaderError, EmailMultiAlternatives, get_connection
 from django.core.mail.utils import DNS_NAME
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
 from django.template.loader import render_to_string
@@ -48,13 +48,19 @@ _SUBJECT_CHARSET = email.charset.Charset("utf-8")
 _SUBJECT_CHARSET.header_encoding = email.charset.BASE64
 
 
+class EncodedWords(str):
+    """A ``Subject`` value of RFC 2047 encoded words separated by two spaces (:func:`subject_encoded`'s), which
+    :class:`HeaderPolicy` writes one word per line: what ``compat32`` makes of it, without its formatter."""
+
+
 def subject_encoded(subject: str) -> str:
-    """``subject`` as a header value: as it is if ASCII, else RFC 2047 base64 encoded words of UTF-8, each
-    at most 76 characters, separated by spaces (a reader joins them back: RFC 2047 section 6.2), so the
-    value has no line break for Django to refuse and folds at its spaces."""
+    """``subject`` as a header value: as it is if ASCII, else RFC 2047 base64 encoded words of UTF-8
+    (:class:`EncodedWords`), the first at most 67 characters and the others 75, so that each fits on a
+    line of 78 after ``Subject:`` or a continuation's indent; separated by two spaces (a reader joins them
+    back: RFC 2047 section 6.2), so the value has no line break for Django to refuse."""
     if subject.isascii():
         return subject
-    return email.header.Header(subject, _SUBJECT_CHARSET, header_name="Subject").encode(linesep=" ")
+    return EncodedWords(email.header.Header(subject, _SUBJECT_CHARSET, header_name="Subject").encode(linesep=" "))
 
 
 class HeaderPolicy(Compat32):
@@ -70,16 +76,24 @@ class HeaderPolicy(Compat32):
     that formatter unchanged, so it is written directly; any other value
     goes through ``compat32``. Same bytes for every header: compared on
     200,000 random ASCII values with spaces at either end, ``;``, ``,``,
-    quotes and runs of spaces.
+    quotes and runs of spaces. An :class:`EncodedWords` subject is written a
+    word per line, as ``compat32`` writes it (same bytes for 20,000 random
+    subjects of 1 to 200 characters, ASCII and not; a test compares more).
     """
 
-    def _unfolded(self, name: str, value: Any) -> str | None:
-        if (
+    def fits(self, name: str, value: Any) -> bool:
+        """Whether ``value`` is written as it is: printable ASCII text that fits on one line after ``name: ``."""
+        return (
             isinstance(value, str)
             and value.isascii()
             and value.isprintable()
             and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
-        ):
+        )
+
+    def _unfolded(self, name: str, value: Any) -> str | None:
+        if isinstance(value, EncodedWords) and self.max_line_length:
+            return f"{name}: {value.replace('  ', self.linesep + '  ')}{self.linesep}"
+        if self.fits(name, value):
             return f"{name}: {value}{self.linesep}"
         return None
 
@@ -99,11 +113,18 @@ class _Email(EmailMultiAlternatives):
     """Django's email with a cheaper subject and the MIME boundary set before the message is written.
 
     A subject that is not ASCII is encoded by :func:`subject_encoded`
-    before Django sees it (``email.subject`` stays the text): Django's
-    encoding of it as UTF-8 cost 3-12 % of the sending process's CPU per
-    email with the demo's subject (“…” quotes; 400 emails to the local SMTP
-    server, three rounds: 1.38 → 1.21, 1.01 → 0.93, 1.09 → 1.06 ms,
-    2026-12-07). Without a boundary, Python's generator makes one per
+    (``email.subject`` stays the text): Django's encoding of it as UTF-8
+    cost 3-12 % of the sending process's CPU per email with the demo's
+    subject (“…” quotes; 400 emails to the local SMTP server, three rounds:
+    1.38 → 1.21, 1.01 → 0.93, 1.09 → 1.06 ms, 2026-12-07). That value, or
+    an ASCII subject that fits on one line, is set on the message after
+    Django has built it: Django passes every subject through
+    ``email.header.Header`` to fold it, and ``compat32`` then folds it again
+    when it is written (together 10 to 13 % of the email sender's Python
+    CPU, py-spy ``--gil``, 2026-12-07); :class:`HeaderPolicy` writes it in
+    the same bytes without either. Newlines are refused as Django refuses
+    them (``BadHeaderError``). A longer ASCII subject goes Django's way.
+    Without a boundary, Python's generator makes one per
     message and compiles a regular expression from it to look for it in the
     parts (``email.generator.Generator._make_boundary``): about a tenth of
     the CPU per email (1.36-1.38 ms each against 1.44-1.63 ms, 2026-12-07).
@@ -113,12 +134,18 @@ class _Email(EmailMultiAlternatives):
     """
 
     def message(self) -> Any:
-        subject = self.subject
-        self.subject = subject_encoded(str(subject))
+        subject = str(self.subject)
+        if "\n" in subject or "\r" in subject:
+            raise BadHeaderError(f"Header values can't contain newlines (got {subject!r} for header 'Subject')")
+        value = subject_encoded(subject)
+        direct = isinstance(value, EncodedWords) or _HEADER_POLICY.fits("Subject", value)
+        kept, self.subject = self.subject, "" if direct else value
         try:
             msg = super().message()
         finally:
-            self.subject = subject
+            self.subject = kept
+        if direct:
+            msg.replace_header("Subject", value)  # written by the policy as it is, or a word per line
         if msg.is_multipart():
             msg.set_boundary(f"=_notiflow_{uuid.uuid4().hex}")
         msg.policy = _HEADER_POLICY  # the generator writes the parts' headers with the root's policy

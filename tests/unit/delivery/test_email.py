@@ -8,7 +8,7 @@ import pytest
 from django.utils.html import escape
 
 from delivery.base import Message, Outcome, Recipient
-from delivery.email import EmailMethod, HeaderPolicy, classify_smtp_error
+from delivery.email import EmailMethod, HeaderPolicy, classify_smtp_error, subject_encoded
 from delivery.templates import text_render
 
 
@@ -92,6 +92,31 @@ def test_a_subject_that_is_not_ascii_goes_as_base64_words_on_short_lines_and_rea
             assert "=?utf-8?b?" in words and "?q?" not in words
         assert message_from_bytes(raw, policy=policy.default)["Subject"].strip() == subject
         assert built.subject == subject  # the attribute stays the text
+
+
+def test_a_subject_is_written_in_the_bytes_django_and_compat32_would_write():
+    """The subject skips Django's folding and compat32's formatter; the bytes must not change."""
+    from django.core.mail import BadHeaderError
+    from django.core.mail.message import forbid_multi_line_headers
+
+    rnd = random.Random(7)
+    alphabet = "abcdefghij klmnop;,.'\"&<>()“”…ΩμέγαΖοë漢字"
+    method = EmailMethod(alias="email", options={})
+    for _ in range(2000):
+        subject = " ".join("".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 200))).split()) or "x"
+        built = method.build(tricky_message())
+        built.subject = subject
+        for linesep in ("\n", "\r\n"):
+            raw = built.message().as_bytes(linesep=linesep)
+            # what Django's message() sets, and compat32 writes
+            value = forbid_multi_line_headers("Subject", subject_encoded(subject), "utf-8")[1]
+            expected = policy.compat32.clone(linesep=linesep).fold_binary("Subject", value)
+            start = raw.index(b"\nSubject: ") + 1
+            end = raw.index(b"\nFrom: ", start) + 1
+            assert raw[start:end] == expected, subject
+    built.subject = "two\nlines"
+    with pytest.raises(BadHeaderError):
+        built.message()
 
 
 def test_a_digest_subject_and_text_are_not_escaped():
