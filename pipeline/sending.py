@@ -43,7 +43,7 @@ from datetime import timedelta
 from django.db.models import F
 from django.utils import timezone
 
-from delivery.base import DeliveryResult, Outcome
+from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline import services
 from pipeline.conf import notiflow_settings
@@ -93,17 +93,16 @@ def deliveries_sent_record(*, deliveries: list[Delivery], claimer: str) -> None:
         )
 
 
-def _results(method: str, deliveries: list[Delivery]) -> Iterator[tuple[DeliveryResult, str]]:
-    """The method's result for each delivery, in order, with a traceback if the method raised; never raises.
+def _results(method: str, messages: list[Message]) -> Iterator[tuple[DeliveryResult, str]]:
+    """The method's result for each message, in order, with a traceback if the method raised; never raises.
 
     Recipients the method cannot reach now (:meth:`~delivery.base.DeliveryMethod.reachable`) are ``skipped``
     without a send."""
     backend = methods.get(method)
-    messages = services.delivery_messages(deliveries=deliveries)
     reachable = backend.reachable([m.recipient.id for m in messages])
     away = set() if reachable is None else {i for i, m in enumerate(messages) if m.recipient.id not in reachable}
     produced = iter(backend.send([m for i, m in enumerate(messages) if i not in away]))
-    for index in range(len(deliveries)):
+    for index in range(len(messages)):
         if index in away:
             yield DeliveryResult.skipped(backend.unreachable_reason), ""
             continue
@@ -128,16 +127,17 @@ def deliveries_send(*, method: str, delivery_ids: list[int], claimer: str, attem
     :class:`SendReport`.
     """
     report = SendReport()
-    deliveries = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=claimer)
-    if not deliveries:
+    claimed = services.deliveries_claim(method=method, delivery_ids=delivery_ids, claimer=claimer)
+    if not claimed:
         return report
+    deliveries = [delivery for delivery, _ in claimed]
     policy = methods.retry_policy(method)
     final = attempt >= int(policy["MAX_ATTEMPTS"])
     report.countdown = services.retry_countdown(attempt=attempt, base=policy["BACKOFF_BASE"], cap=policy["BACKOFF_CAP"])
     interval = float(notiflow_settings.DELIVERY_RECORD_INTERVAL)
     lease = float(notiflow_settings.DELIVERY_LEASE)
     renewed = time.monotonic()
-    results = _results(method, deliveries)
+    results = _results(method, [message for _, message in claimed])
     index = 0
     try:
         while index < len(deliveries):

@@ -5,11 +5,12 @@ results, and read state. Celery tasks and views call these; they hold the logic.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
@@ -27,15 +28,36 @@ from pipeline.selectors import UNREAD, notification_payload, notifications_unrea
 
 
 def event_context(*, event: Event, recipient: Any) -> dict[str, Any]:
-    """The JSON-safe template context of one event for one recipient."""
+    """The JSON-safe template context of one event for one recipient (a user)."""
     actor = event.actor
+    return _context(
+        event_id=event.id,
+        event_type=event.event_type,
+        data=event.data,
+        actor=(actor.pk, actor.get_username()) if actor else None,
+        recipient=(recipient.pk, recipient.get_username()),
+        target=(event.target_type, event.target_id),
+    )
+
+
+def _context(
+    *,
+    event_id: Any,
+    event_type: str,
+    data: Any,
+    actor: tuple[int, str] | None,
+    recipient: tuple[int, str],
+    target: tuple[str, str],
+) -> dict[str, Any]:
+    """:func:`event_context` from plain values: ``actor`` and ``recipient`` as ``(id, username)``, ``target``
+    as ``(type, id)`` (no target when its type is empty)."""
     return {
-        "event_id": str(event.id),
-        "event_type": event.event_type,
-        "data": event.data,
-        "actor": {"id": actor.pk, "username": actor.get_username()} if actor else None,
-        "recipient": {"id": recipient.pk, "username": recipient.get_username()},
-        "target": {"type": event.target_type, "id": event.target_id} if event.target_type else None,
+        "event_id": str(event_id),
+        "event_type": event_type,
+        "data": data,
+        "actor": {"id": actor[0], "username": actor[1]} if actor else None,
+        "recipient": {"id": recipient[0], "username": recipient[1]},
+        "target": {"type": target[0], "id": target[1]} if target[0] else None,
     }
 
 
@@ -97,17 +119,28 @@ def text_render(template_name: str, context: Mapping[str, Any]) -> str:
 
 def message_build(*, delivery_id: int, notification: Notification, recipient: Any, event: Event) -> Message:
     """The frozen message of one delivery of ``notification`` (to ``recipient``, a user, for ``event``)."""
+    return _message(
+        delivery_id=delivery_id,
+        notification=notification,
+        recipient=Recipient(id=recipient.pk, username=recipient.get_username(), email=recipient.email or ""),
+        context=event_context(event=event, recipient=recipient),
+    )
+
+
+def _message(*, delivery_id: int, notification: Any, recipient: Recipient, context: dict[str, Any]) -> Message:
+    """:func:`message_build` from ``notification`` (a :class:`~pipeline.models.Notification`, or anything with
+    the attributes :func:`~pipeline.selectors.notification_payload` reads) and the context made already."""
     spec = catalogue.get(notification.event_type)
     return Message(
         delivery_id=delivery_id,
         notification_id=notification.pk,
         event_type=notification.event_type,
         category=notification.category,
-        recipient=Recipient(id=recipient.pk, username=recipient.get_username(), email=recipient.email or ""),
+        recipient=recipient,
         title=notification.title,
         body=notification.body,
         template_dir=f"notiflow/events/{spec.template}",
-        context=event_context(event=event, recipient=recipient),
+        context=context,
         cursor=notification.cursor,
         payload=notification_payload(notification),
         key=f"delivery-{delivery_id}",
@@ -115,22 +148,71 @@ def message_build(*, delivery_id: int, notification: Notification, recipient: An
     )
 
 
-def delivery_messages(*, deliveries: Iterable[Delivery]) -> list[Message]:
-    """Build the frozen messages for deliveries loaded with
-    ``select_related("notification__recipient", "notification__event__actor")``."""
-    return [
-        message_build(
-            delivery_id=d.pk,
-            notification=d.notification,
-            recipient=d.notification.recipient,
-            event=d.notification.event,
-        )
-        for d in deliveries
-    ]
-
-
 SENDABLE = (Delivery.Status.QUEUED, Delivery.Status.RETRYING)
-_MESSAGE_RELATIONS = ("notification__recipient", "notification__event__actor")  # what delivery_messages reads
+_MESSAGE_RELATIONS = ("notification__recipient", "notification__event__actor")  # what a message reads
+
+
+class _Notified(NamedTuple):
+    """A notification's fields that its message reads (by the names
+    :func:`~pipeline.selectors.notification_payload` reads), from a delivery's row."""
+
+    pk: int
+    event_id: Any
+    event_type: str
+    category: str
+    title: str
+    body: str
+    data: Any
+    cursor: int
+    push_seq: int | None
+    state: str
+    occurred_at: datetime
+    created_at: datetime
+
+
+#: The columns of :class:`_Notified`, from the delivery.
+_NOTIFIED_COLUMNS = ["notification_id", *(f"notification__{name}" for name in _Notified._fields[1:])]
+
+
+def _claimed_rows(rows: QuerySet[Delivery]) -> list[tuple[Delivery, Message]]:
+    """Each delivery of ``rows`` in ``pk`` order with its message, read with one query of plain values.
+
+    ``select_related`` of the notification, its recipient, its event and the
+    event's actor built five model instances per delivery, most of the
+    claim's cost: 0.068-0.101 ms per delivery against 0.022 for the values
+    (100 email deliveries, best of five, 2026-12-07).
+    """
+    user = get_user_model()
+    delivery_names = [f.attname for f in Delivery._meta.concrete_fields]
+    person = ("notification__recipient_id", f"notification__recipient__{user.USERNAME_FIELD}")
+    actor = ("notification__event__actor_id", f"notification__event__actor__{user.USERNAME_FIELD}")
+    event = ("notification__event__event_type", "notification__event__data")
+    target = ("notification__event__target_type", "notification__event__target_id")
+    email = ("notification__recipient__email",)
+    names = [*delivery_names, *_NOTIFIED_COLUMNS, *person, *actor, *event, *target, *email]
+    n, m = len(delivery_names), len(_NOTIFIED_COLUMNS)
+    claimed = []
+    for row in rows.order_by("pk").values_list(*names):
+        delivery = Delivery.from_db(rows.db, delivery_names, row[:n])
+        notified = _Notified(*row[n : n + m])
+        recipient_id, recipient_name, actor_id, actor_name, event_type, data, target_type, target_id, address = row[
+            n + m :
+        ]
+        message = _message(
+            delivery_id=delivery.pk,
+            notification=notified,
+            recipient=Recipient(id=recipient_id, username=recipient_name, email=address or ""),
+            context=_context(
+                event_id=notified.event_id,
+                event_type=event_type,
+                data=data,
+                actor=(actor_id, actor_name) if actor_id is not None else None,
+                recipient=(recipient_id, recipient_name),
+                target=(target_type, target_id),
+            ),
+        )
+        claimed.append((delivery, message))
+    return claimed
 
 
 def _unsent(*, method: str, delivery_ids: Sequence[int]) -> QuerySet[Delivery]:
@@ -163,8 +245,9 @@ def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Deli
 
 def deliveries_claim(
     *, method: str, delivery_ids: Sequence[int], claimer: str, lease_seconds: float | None = None
-) -> list[Delivery]:
-    """Claim the deliveries among ``delivery_ids`` that still need sending by ``method``.
+) -> list[tuple[Delivery, Message]]:
+    """Claim the deliveries among ``delivery_ids`` that still need sending by ``method``; return each claimed
+    delivery with its frozen message, in ``pk`` order (one ``UPDATE``, one ``SELECT``).
 
     The status check before every send, made atomic: one conditional UPDATE
     gives each unsent delivery to one claimer for ``lease_seconds``, so two
@@ -177,7 +260,7 @@ def deliveries_claim(
         lease_seconds = float(notiflow_settings.DELIVERY_LEASE)
     unsent = _unsent(method=method, delivery_ids=delivery_ids)
     unsent.filter(claimable(claimer=claimer)).update(claimed_by=claimer, claimed_until=lease_until(lease_seconds))
-    return list(unsent.filter(claimed_by=claimer).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
+    return _claimed_rows(unsent.filter(claimed_by=claimer))
 
 
 def retry_countdown(*, attempt: int, base: float, cap: float) -> float:

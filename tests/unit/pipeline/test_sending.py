@@ -160,3 +160,33 @@ def test_a_claim_is_judged_by_the_database_clock_not_the_claimers(users, monkeyp
     until = Delivery.objects.filter(pk=ids[0]).values_list("claimed_until", flat=True).get()
     lease = float(notiflow_settings.DELIVERY_LEASE)
     assert abs((until - real_now()).total_seconds() - lease) < 5  # the lease, on the database's clock
+
+
+def test_a_claim_reads_each_delivery_and_the_message_message_build_makes_with_one_select(users):
+    """The claim reads plain values, not model instances: the same deliveries and messages, with and without an
+    actor and a target, in ``pk`` order."""
+    ids = queued(users, 2)
+    with_actor = Event.objects.get(notifications__deliveries__pk=ids[1])
+    with_actor.actor, with_actor.target_type, with_actor.target_id = users["alice"], "artwork", "7"
+    with_actor.data = {"artwork_title": "Blue Heron"}
+    with_actor.save()
+    Notification.objects.filter(deliveries__pk=ids[1]).update(push_seq=3, body="b")
+
+    with CaptureQueriesContext(connection) as queries:
+        claimed = services.deliveries_claim(method="scripted", delivery_ids=ids[::-1], claimer="task-1")
+
+    assert [q["sql"].split()[0] for q in queries] == ["UPDATE", "SELECT"]
+    expected = Delivery.objects.filter(pk__in=ids).select_related(*services._MESSAGE_RELATIONS).order_by("pk")
+    assert [delivery.pk for delivery, _ in claimed] == ids
+    for (delivery, message), full in zip(claimed, expected, strict=True):
+        assert {k: v for k, v in delivery.__dict__.items() if k != "_state"} == {
+            k: v for k, v in full.__dict__.items() if k not in ("_state", "_notification_cache")
+        } | {"claimed_by": "task-1", "claimed_until": delivery.claimed_until}
+        assert message == services.message_build(
+            delivery_id=full.pk,
+            notification=full.notification,
+            recipient=full.notification.recipient,
+            event=full.notification.event,
+        )
+    assert claimed[1][1].context["actor"] == {"id": users["alice"].pk, "username": "alice"}
+    assert claimed[1][1].context["target"] == {"type": "artwork", "id": "7"} and claimed[0][1].context["target"] is None
