@@ -37,6 +37,13 @@ b. **sustained**: ``--events`` emitted back to back while the worker runs.
    Lost and duplicate pushes, emails and notifications are counted.
    ``--prefilled-events`` (default 0: skipped) adds the same with the worker
    stopped while emitting: (n - 1) / (first -> last delivery).
+   ``--rounds N`` runs a and b N times, alternating (a, b, a, b, ...): on a
+   shared machine whose speed drifts from one minute to the next (the
+   development machine's pre-filled no-op rate ranged from 642 to 1,308
+   tasks/s between runs of one session), each ratio then divides figures
+   taken seconds apart. The round whose events/s ÷ pre-filled no-op
+   tasks/s is the median is reported as ``baseline`` and ``sustained``
+   (and sets d's rate); every round's figures are under ``rounds``.
 c. **latency, idle**: ``--latency-samples`` events one at a time (each waits
    for its push, then 5-15 ms), emit -> push p50/p99/max in ms. Baselines:
    a raw channel layer ``group_send`` of a ``notify.push`` message (a fake
@@ -811,6 +818,27 @@ class HotPath:
         self.results["sustained"] = result
         print(f"   {result}", flush=True)
 
+    def phases_rounds(self) -> None:
+        """a and b ``--rounds`` times, alternating; the median round (by events/s ÷ pre-filled no-op tasks/s)
+        becomes ``baseline`` and ``sustained``, every round goes under ``rounds``."""
+        rounds = []
+        for number in range(1, self.args.rounds + 1):
+            print(f"round {number} of {self.args.rounds}", flush=True)
+            self.phase_baseline()
+            self.phase_sustained()
+            baseline, sustained = self.results["baseline"], self.results["sustained"]
+            rounds.append(
+                {
+                    "baseline": baseline,
+                    "sustained": sustained,
+                    "ratio_prefilled": round(sustained["events_per_s"] / baseline["prefilled_tasks_per_s"], 3),
+                }
+            )
+        median = sorted(rounds, key=lambda r: r["ratio_prefilled"])[(len(rounds) - 1) // 2]
+        self.results.update(baseline=median["baseline"], sustained=median["sustained"], rounds=rounds)
+        ratios = ", ".join(f"{r['ratio_prefilled']:.3f}" for r in rounds)
+        print(f"   events/s ÷ pre-filled no-op tasks/s by round: {ratios}; median {median['ratio_prefilled']:.3f}")
+
     def phase_prefilled(self) -> None:
         """b'. N events emitted with the worker stopped, then the worker started: first -> last delivery."""
         n = self.args.prefilled_events
@@ -1001,6 +1029,9 @@ class HotPath:
         b, s, p = r.get("baseline", {}), r.get("sustained"), r.get("prefilled")
         if s:
             add("events/s, sustained ÷ no-op tasks/s pre-filled", s["events_per_s"], b.get("prefilled_tasks_per_s"))
+            if r.get("rounds"):
+                each = ", ".join(f"{x['ratio_prefilled']:.3f}" for x in r["rounds"])
+                rows.append([f"the same, each of {len(r['rounds'])} rounds (the median above)", "-", "-", each])
             add("events/s, sustained ÷ no-op tasks/s concurrent", s["events_per_s"], b.get("concurrent_tasks_per_s"))
             add("emit loop calls/s ÷ send_task() calls/s", s["emit_calls_per_s"], b.get("concurrent_publish_per_s"))
         if s and b.get("cpu_ms_per_task"):
@@ -1077,11 +1108,14 @@ class HotPath:
         return "\n".join(lines)
 
     def losses(self) -> int:
-        keys = ("sustained", "prefilled", "latency_idle", "latency_half_load", "emit_cost")
+        keys = ("prefilled", "latency_idle", "latency_half_load", "emit_cost")
+        phases = [self.results[k] for k in keys if k in self.results]
+        # every round's sustained phase (the reported one is among them), or the one
+        sustained = [r["sustained"] for r in self.results.get("rounds", [])]
+        phases += sustained or ([self.results["sustained"]] if "sustained" in self.results else [])
         return sum(
-            self.results[k].get(f"{kind}_{what}", 0)
-            for k in keys
-            if k in self.results
+            phase.get(f"{kind}_{what}", 0)
+            for phase in phases
             for kind in ("email", "notification")
             for what in ("lost", "duplicates")
         )
@@ -1089,6 +1123,8 @@ class HotPath:
     def run(self) -> int:
         started = time.monotonic()
         phases: list[Callable[[], None]] = [self.phase_baseline, self.phase_sustained]
+        if self.args.rounds > 1:
+            phases = [self.phases_rounds]
         if self.args.prefilled_events:
             phases.append(self.phase_prefilled)
         phases += [self.phase_latency_idle, self.phase_latency_half_load, self.phase_emit_cost]
@@ -1122,6 +1158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], required=True, help="the database to run on")
     parser.add_argument("--events", type=int, default=2000, help="events in the sustained phase (default 2000)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of phases a and b, alternating; the median is reported (1)"
+    )
     parser.add_argument("--baseline-tasks", type=int, default=2000, help="no-op tasks per baseline run (default 2000)")
     parser.add_argument("--latency-samples", type=int, default=200, help="samples per idle latency (default 200)")
     parser.add_argument("--half-load-seconds", type=float, default=10.0, help="length of the half-load phase (10)")
