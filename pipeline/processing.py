@@ -45,7 +45,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from delivery.base import DeliveryResult, Message, Outcome
+from delivery.base import DeliveryResult, Message, Outcome, Recipient
 from delivery.registry import methods
 from pipeline.audiences import Audience
 from pipeline.bulk import instances_select, select_in
@@ -61,7 +61,14 @@ from pipeline.preferences import (
     preferences_gathered,
     preferences_resolve,
 )
-from pipeline.services import ReadWatch, delivery_record, event_context, message_build, text_render
+from pipeline.services import (
+    NotificationFields,
+    ReadWatch,
+    delivery_record,
+    event_context,
+    message_of,
+    text_render,
+)
 from pipeline.storing import (
     EventMark,
     NewNotification,
@@ -379,13 +386,13 @@ class _Stored:
     stored: Stored
     plan: _Planned
 
-    def instance(self, created_at: Any) -> Notification:
-        """The model instance, built only when a message needs it (a push to a connected recipient)."""
+    def fields(self, created_at: Any) -> NotificationFields:
+        """What a message reads of the notification, built only when a message needs it (a push to a connected
+        recipient)."""
         new = self.new
-        return Notification(
-            id=self.stored.pk,
-            event=self.plan.event,
-            recipient_id=new.recipient_id,
+        return NotificationFields(
+            pk=self.stored.pk,
+            event_id=self.plan.event.pk,
             event_type=new.event_type,
             category=new.category,
             title=new.title,
@@ -393,6 +400,7 @@ class _Stored:
             data=new.data,
             cursor=self.stored.cursor,
             push_seq=self.stored.push_seq,
+            state=Notification.State.UNSEEN,  # as stored
             occurred_at=new.occurred_at,
             created_at=created_at,
         )
@@ -434,11 +442,11 @@ def _sort(
 
 
 def _message(delivery_id: int, stored: _Stored, recipient: Any, created_at: Any) -> Message:
-    return message_build(
+    return message_of(
         delivery_id=delivery_id,
-        notification=stored.instance(created_at),
-        recipient=recipient,
-        event=stored.plan.event,
+        notification=stored.fields(created_at),
+        recipient=Recipient(id=recipient.pk, username=recipient.get_username(), email=recipient.email or ""),
+        context=event_context(event=stored.plan.event, recipient=recipient),
     )
 
 

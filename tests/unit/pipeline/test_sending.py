@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from delivery.base import DeliveryResult
+from delivery.base import DeliveryResult, Recipient
 from pipeline import sending, services
 from pipeline.conf import notiflow_settings
 from pipeline.models import DeadLetter, Delivery, Event, Notification
@@ -162,7 +162,7 @@ def test_a_claim_is_judged_by_the_database_clock_not_the_claimers(users, monkeyp
     assert abs((until - real_now()).total_seconds() - lease) < 5  # the lease, on the database's clock
 
 
-def test_a_claim_reads_each_delivery_and_the_message_message_build_makes_with_one_select(users):
+def test_a_claim_reads_each_delivery_and_its_message_from_one_select_as_from_the_model_instances(users):
     """The claim reads plain values, not model instances: the same deliveries and messages, with and without an
     actor and a target, in ``pk`` order."""
     ids = queued(users, 2)
@@ -182,11 +182,12 @@ def test_a_claim_reads_each_delivery_and_the_message_message_build_makes_with_on
         assert {k: v for k, v in delivery.__dict__.items() if k != "_state"} == {
             k: v for k, v in full.__dict__.items() if k not in ("_state", "_notification_cache")
         } | {"claimed_by": "task-1", "claimed_until": delivery.claimed_until}
-        assert message == services.message_build(
+        recipient = full.notification.recipient
+        assert message == services.message_of(
             delivery_id=full.pk,
             notification=full.notification,
-            recipient=full.notification.recipient,
-            event=full.notification.event,
+            recipient=Recipient(id=recipient.pk, username=recipient.username, email=recipient.email),
+            context=services.event_context(event=full.notification.event, recipient=recipient),
         )
     assert claimed[1][1].context["actor"] == {"id": users["alice"].pk, "username": "alice"}
     assert claimed[1][1].context["target"] == {"type": "artwork", "id": "7"} and claimed[0][1].context["target"] is None
