@@ -6,7 +6,9 @@ the Celery worker's main process and its pool, beat, PostgreSQL when the
 bench started it), grouped by role; the difference of two snapshots over a
 phase, divided by the events or tasks of that phase, is the CPU each role
 spent per unit of work. A process that ended between the snapshots (a
-restarted worker) is counted as far as its last snapshot.
+restarted worker) is counted as far as its last snapshot; one that ended
+before the first of them is not counted (``bench.hotpath --rounds``
+restarts the worker in every round).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class CpuMeter:
         return found
 
     def snapshot(self) -> dict[int, tuple[str, float]]:
-        """``{pid: (role, cpu seconds so far)}`` for this process and its descendants (honcho is "other")."""
+        """``{pid: (role, cpu seconds so far)}`` for this process and its descendants (honcho is "other"), and for
+        every process an earlier snapshot saw that has ended since (its figures then): over a phase, a process
+        that ended before it (a worker an earlier phase restarted) spent nothing in it."""
         seen: dict[int, tuple[str, float]] = {}
         for proc in self._processes():
             try:
@@ -78,11 +82,11 @@ class CpuMeter:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self._last.update(seen)
-        return seen
+        return dict(self._last)
 
     def since(self, before: dict[int, tuple[str, float]]) -> dict[str, float]:
         """CPU seconds per role spent since ``before`` (a :meth:`snapshot`), plus ``"total"``."""
-        after = {**self._last, **self.snapshot()}
+        after = self.snapshot()
         spent: dict[str, float] = defaultdict(float)
         for pid, (role, seconds) in after.items():
             spent[role] += seconds - before.get(pid, (role, 0.0))[1]
