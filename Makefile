@@ -62,7 +62,8 @@ bench-connections: $(STAMP) system
 	$(BIN)/python -m bench.connections
 
 # The hot path (throughput, latency, emit cost, each against raw Celery / channel layer baselines from the
-# same run) on SQLite, then on a private PostgreSQL; figures in var/bench/hotpath-<db>.json; then the fan-out
+# same run; throughput in 3 rounds, the median reported) on SQLite, then on a private PostgreSQL; figures in
+# var/bench/hotpath-<db>.json; then the fan-out
 # (below); then the figures (bench-plots) from whatever the benches wrote. See bench/README.md.
 bench: bench-hotpath bench-fanout
 	$(MAKE) --no-print-directory bench-plots
@@ -70,10 +71,10 @@ bench: bench-hotpath bench-fanout
 bench-hotpath: bench-hotpath-sqlite bench-hotpath-postgres
 
 bench-hotpath-sqlite: $(STAMP) system
-	$(BIN)/python -m bench.hotpath --db sqlite
+	$(BIN)/python -m bench.hotpath --db sqlite --rounds 3
 
 bench-hotpath-postgres: $(STAMP) system-postgres
-	$(BIN)/python -m bench.hotpath --db postgres
+	$(BIN)/python -m bench.hotpath --db postgres --rounds 3
 
 # One announcement to 1,000, 10,000 and 100,000 recipients (1,000 of them on a WebSocket): stored, last push,
 # every delivery recorded, against raw group_send baselines; the channel-layer work per announcement. A few
