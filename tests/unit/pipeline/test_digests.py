@@ -36,10 +36,19 @@ def test_exactly_on_the_boundary_opens_the_next_window():
 
 
 def queued_digest_delivery(user: Any) -> Delivery:
-    """A queued email delivery of a new notification to ``user``, batched into a daily digest."""
+    """A queued email delivery of a new notification to ``user``, batched into a daily digest.
+
+    The event is made processed already (its notification is written here): a pending one, committed by a
+    ``transaction=True`` test, is taken by the drain of the session's stack when one runs (celery beat rings
+    for events left pending), which then stores a notification for it too; on PostgreSQL the two inserts
+    deadlocked once (2026-12-08)."""
     now = timezone.now()
     event = Event.objects.create(
-        event_type="critique.created", audience={"kind": "users", "user_ids": [user.pk]}, occurred_at=now
+        event_type="critique.created",
+        audience={"kind": "users", "user_ids": [user.pk]},
+        occurred_at=now,
+        published_at=now,
+        completed_at=now,
     )
     cursor = Notification.objects.filter(recipient=user).count() + 1
     notification = Notification.objects.create(
