@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from webapp.stack import free_port, wait_for
+    from webapp.stack import free_port, smtp_ready, wait_for
 
     port = free_port()
     os.environ.update({"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "EMAIL_PORT": str(port), **BENCH_SECRETS})
@@ -115,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in BACKENDS}
     try:
-        if not wait_for(lambda: _accepting(port)):
-            raise RuntimeError(f"the SMTP server did not listen on port {port} within 20 s")
+        if not wait_for(lambda: smtp_ready(port)):
+            raise RuntimeError(f"the SMTP server did not greet on port {port} within 20 s")
         methods = {name: EmailMethod(alias="email", options={"backend": path}) for name, path in BACKENDS.items()}
         for name, method in methods.items():  # warm up: templates loaded, addresses remembered
             list(method.send(messages(20, f"warm-{name}")))
@@ -174,15 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nJSON: {args.out}")
     return 0
-
-
-def _accepting(port: int) -> bool:
-    """Whether something listens on the loopback ``port``."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

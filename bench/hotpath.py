@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -132,15 +133,10 @@ SUBJECT_TAG = re.compile(r"hotpath ([a-z]+-\d+)")
 
 def _cumulative(times: list[float], t0: float, *, step: float) -> list[int]:
     """How many of ``times`` (epoch seconds) fall before ``t0 + step``, ``t0 + 2 * step``, ... up to the last."""
-    if not times:
-        return []
-    ordered, counts, edge = sorted(times), [], t0 + step
-    index = 0
-    while index < len(ordered):
-        while index < len(ordered) and ordered[index] < edge:
-            index += 1
-        counts.append(index)
-        edge += step
+    ordered = sorted(times)
+    counts: list[int] = []
+    while ordered and (not counts or counts[-1] < len(ordered)):
+        counts.append(bisect.bisect_left(ordered, t0 + (len(counts) + 1) * step))
     return counts
 
 
@@ -819,11 +815,12 @@ class HotPath:
         print(f"   {result}", flush=True)
 
     def phases_rounds(self) -> None:
-        """a and b ``--rounds`` times, alternating; the median round (by events/s ÷ pre-filled no-op tasks/s)
-        becomes ``baseline`` and ``sustained``, every round goes under ``rounds``."""
+        """a and b ``--rounds`` times (once by default), alternating; the median round (by events/s ÷ pre-filled
+        no-op tasks/s) becomes ``baseline`` and ``sustained``, every round goes under ``rounds``."""
         rounds = []
         for number in range(1, self.args.rounds + 1):
-            print(f"round {number} of {self.args.rounds}", flush=True)
+            if self.args.rounds > 1:
+                print(f"round {number} of {self.args.rounds}", flush=True)
             self.phase_baseline()
             self.phase_sustained()
             baseline, sustained = self.results["baseline"], self.results["sustained"]
@@ -836,8 +833,9 @@ class HotPath:
             )
         median = sorted(rounds, key=lambda r: r["ratio_prefilled"])[(len(rounds) - 1) // 2]
         self.results.update(baseline=median["baseline"], sustained=median["sustained"], rounds=rounds)
-        ratios = ", ".join(f"{r['ratio_prefilled']:.3f}" for r in rounds)
-        print(f"   events/s ÷ pre-filled no-op tasks/s by round: {ratios}; median {median['ratio_prefilled']:.3f}")
+        if len(rounds) > 1:
+            ratios = ", ".join(f"{r['ratio_prefilled']:.3f}" for r in rounds)
+            print(f"   events/s ÷ pre-filled no-op tasks/s by round: {ratios}; median {median['ratio_prefilled']:.3f}")
 
     def phase_prefilled(self) -> None:
         """b'. N events emitted with the worker stopped, then the worker started: first -> last delivery."""
@@ -1029,7 +1027,7 @@ class HotPath:
         b, s, p = r.get("baseline", {}), r.get("sustained"), r.get("prefilled")
         if s:
             add("events/s, sustained ÷ no-op tasks/s pre-filled", s["events_per_s"], b.get("prefilled_tasks_per_s"))
-            if r.get("rounds"):
+            if len(r.get("rounds", [])) > 1:
                 each = ", ".join(f"{x['ratio_prefilled']:.3f}" for x in r["rounds"])
                 rows.append([f"the same, each of {len(r['rounds'])} rounds (the median above)", "-", "-", each])
             add("events/s, sustained ÷ no-op tasks/s concurrent", s["events_per_s"], b.get("concurrent_tasks_per_s"))
@@ -1110,9 +1108,7 @@ class HotPath:
     def losses(self) -> int:
         keys = ("prefilled", "latency_idle", "latency_half_load", "emit_cost")
         phases = [self.results[k] for k in keys if k in self.results]
-        # every round's sustained phase (the reported one is among them), or the one
-        sustained = [r["sustained"] for r in self.results.get("rounds", [])]
-        phases += sustained or ([self.results["sustained"]] if "sustained" in self.results else [])
+        phases += [r["sustained"] for r in self.results.get("rounds", [])]  # the reported one is among them
         return sum(
             phase.get(f"{kind}_{what}", 0)
             for phase in phases
@@ -1122,9 +1118,7 @@ class HotPath:
 
     def run(self) -> int:
         started = time.monotonic()
-        phases: list[Callable[[], None]] = [self.phase_baseline, self.phase_sustained]
-        if self.args.rounds > 1:
-            phases = [self.phases_rounds]
+        phases: list[Callable[[], None]] = [self.phases_rounds]
         if self.args.prefilled_events:
             phases.append(self.phase_prefilled)
         phases += [self.phase_latency_idle, self.phase_latency_half_load, self.phase_emit_cost]

@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from delivery.base import DeliveryResult, Message, Outcome
 from pipeline.conf import notiflow_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.models import DeadLetter, Delivery, DigestEntry, DigestWindow
-from pipeline.services import claimable, deliveries_pending, lease_until, text_render
+from pipeline.services import claimable, deliveries_pending, lease_until, recipient_of, text_render
 
 PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 DIGEST_TEMPLATE_DIR = "notiflow/digest"
@@ -123,7 +123,7 @@ def digest_message(*, window: DigestWindow, deliveries: list[Delivery]) -> Messa
         notification_id=None,
         event_type="digest",
         category="digest",
-        recipient=Recipient(id=user.pk, username=user.get_username(), email=user.email or ""),
+        recipient=recipient_of(user),
         title=title,
         body=body,
         template_dir=DIGEST_TEMPLATE_DIR,

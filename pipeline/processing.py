@@ -45,7 +45,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from delivery.base import DeliveryResult, Message, Outcome, Recipient
+from delivery.base import DeliveryResult, Message, Outcome
 from delivery.registry import methods
 from pipeline.audiences import Audience
 from pipeline.bulk import instances_select, select_in
@@ -67,6 +67,7 @@ from pipeline.services import (
     delivery_record,
     event_context,
     message_of,
+    recipient_of,
     text_render,
 )
 from pipeline.storing import (
@@ -445,7 +446,7 @@ def _message(delivery_id: int, stored: _Stored, recipient: Any, created_at: Any)
     return message_of(
         delivery_id=delivery_id,
         notification=stored.fields(created_at),
-        recipient=Recipient(id=recipient.pk, username=recipient.get_username(), email=recipient.email or ""),
+        recipient=recipient_of(recipient),
         context=event_context(event=stored.plan.event, recipient=recipient),
     )
 

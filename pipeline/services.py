@@ -117,6 +117,11 @@ def text_render(template_name: str, context: Mapping[str, Any]) -> str:
     return delivery_text_render(template_name, context).strip()
 
 
+def recipient_of(user: Any) -> Recipient:
+    """The :class:`~delivery.base.Recipient` of a user: id, username (``get_username()``), email (``""`` if none)."""
+    return Recipient(id=user.pk, username=user.get_username(), email=user.email or "")
+
+
 def message_of(*, delivery_id: int, notification: Any, recipient: Recipient, context: dict[str, Any]) -> Message:
     """The frozen message of one delivery of ``notification`` (a :class:`NotificationFields`, or a
     :class:`~pipeline.models.Notification`: what :func:`~pipeline.selectors.notification_payload` reads) to
@@ -140,7 +145,6 @@ def message_of(*, delivery_id: int, notification: Any, recipient: Recipient, con
 
 
 SENDABLE = (Delivery.Status.QUEUED, Delivery.Status.RETRYING)
-_MESSAGE_RELATIONS = ("notification__recipient", "notification__event__actor")  # what a message reads
 
 
 class NotificationFields(NamedTuple):
@@ -232,7 +236,8 @@ def lease_until(seconds: float) -> ExpressionWrapper:
 
 def deliveries_pending(*, method: str, delivery_ids: Sequence[int]) -> list[Delivery]:
     """The deliveries among ``delivery_ids`` that still need sending by ``method``, oldest first."""
-    return list(_unsent(method=method, delivery_ids=delivery_ids).select_related(*_MESSAGE_RELATIONS).order_by("pk"))
+    # with the notification, which a digest lists and a dead letter names (its event and recipient)
+    return list(_unsent(method=method, delivery_ids=delivery_ids).select_related("notification").order_by("pk"))
 
 
 def deliveries_claim(

@@ -187,7 +187,7 @@ class Stack:
         """Block until every process answers; raise :class:`StackError` naming the ones that do not."""
         checks: dict[str, Callable[[], bool]] = {
             "redis": self._redis_ready,
-            "smtp": lambda: _banner(self.ports["smtp"], b"220"),
+            "smtp": lambda: smtp_ready(self.ports["smtp"]),
             "web": lambda: _http_ok(f"{self.web_url}/healthz"),
             "worker": self._worker_ready,
             "beat": lambda: any(self.var_dir.glob("celerybeat-schedule*")),
@@ -363,6 +363,11 @@ def _safe(check: Callable[[], bool]) -> bool:
         return check()
     except Exception:  # noqa: BLE001 - "not ready yet", whatever the reason
         return False
+
+
+def smtp_ready(port: int) -> bool:
+    """Whether an SMTP server on the loopback ``port`` greets with ``220``; ``False`` for any failure."""
+    return _safe(lambda: _banner(port, b"220"))
 
 
 def _banner(port: int, expected: bytes) -> bool:

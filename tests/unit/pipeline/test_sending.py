@@ -176,7 +176,8 @@ def test_a_claim_reads_each_delivery_and_its_message_from_one_select_as_from_the
         claimed = services.deliveries_claim(method="scripted", delivery_ids=ids[::-1], claimer="task-1")
 
     assert [q["sql"].split()[0] for q in queries] == ["UPDATE", "SELECT"]
-    expected = Delivery.objects.filter(pk__in=ids).select_related(*services._MESSAGE_RELATIONS).order_by("pk")
+    relations = ("notification__recipient", "notification__event__actor")
+    expected = Delivery.objects.filter(pk__in=ids).select_related(*relations).order_by("pk")
     assert [delivery.pk for delivery, _ in claimed] == ids
     for (delivery, message), full in zip(claimed, expected, strict=True):
         assert {k: v for k, v in delivery.__dict__.items() if k != "_state"} == {
