@@ -63,8 +63,8 @@ bench-connections: $(STAMP) system
 
 # The hot path (throughput, latency, emit cost, each against raw Celery / channel layer baselines from the
 # same run; throughput in 3 rounds, the median reported) on SQLite, then on a private PostgreSQL; figures in
-# var/bench/hotpath-<db>.json; then the fan-out
-# (below); then the figures (bench-plots) from whatever the benches wrote. See bench/README.md.
+# var/bench/hotpath-<db>.json; then the fan-out (below); then the figures (bench-plots) from whatever the
+# benches wrote. See bench/README.md.
 bench: bench-hotpath bench-fanout
 	$(MAKE) --no-print-directory bench-plots
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from delivery.base import DeliveryResult, Recipient
+from delivery.base import DeliveryResult
 from pipeline import sending, services
 from pipeline.conf import notiflow_settings
 from pipeline.models import DeadLetter, Delivery, Event, Notification
@@ -187,7 +187,7 @@ def test_a_claim_reads_each_delivery_and_its_message_from_one_select_as_from_the
         assert message == services.message_of(
             delivery_id=full.pk,
             notification=full.notification,
-            recipient=Recipient(id=recipient.pk, username=recipient.username, email=recipient.email),
+            recipient=services.recipient_of(recipient),
             context=services.event_context(event=full.notification.event, recipient=recipient),
         )
     assert claimed[1][1].context["actor"] == {"id": users["alice"].pk, "username": "alice"}
